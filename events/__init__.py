@@ -1,0 +1,1 @@
+"""Event schemas, validation and publishing."""

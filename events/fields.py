@@ -1,0 +1,95 @@
+"""Field types shared by the event models: slugs, ids, dates, timestamps, counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictStr
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+SLUG_RE = re.compile(SLUG_PATTERN)
+MAX_COUNT = 10**15
+"""Largest count an event may carry."""
+MIN_YEAR, MAX_YEAR = 1900, 2100
+"""Dates outside these years are rejected."""
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RFC3339_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_EPOCH0 = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+
+
+def slugify(title: str) -> str:
+    """Slug of a title: NFKD, ASCII only, lower case, runs of other characters to ``-``."""
+    ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:128]
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must hold printable characters only")
+    return value
+
+
+def _slug(value: str) -> str:
+    if not SLUG_RE.fullmatch(value):
+        raise ValueError(f"must match {SLUG_PATTERN}")
+    return value
+
+
+def _date(value: Any) -> dt.date:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str) and _DATE_RE.fullmatch(value):
+        try:
+            parsed = dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a real calendar date") from None
+    else:
+        raise ValueError("must be a date written YYYY-MM-DD")
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise ValueError(f"year must be within {MIN_YEAR}-{MAX_YEAR}")
+    return parsed
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value
+    if not isinstance(value, str) or not _RFC3339_RE.fullmatch(value):
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2024-05-01T20:00:00Z")
+    text = value.replace("t", "T").replace(" ", "T").replace("z", "Z")
+    frac = re.search(r"\.(\d+)", text)
+    if frac and len(frac.group(1)) > 6:  # keep microseconds; finer digits are dropped
+        text = text.replace(frac.group(0), "." + frac.group(1)[:6])
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a real instant") from None
+
+
+Slug = Annotated[StrictStr, AfterValidator(_slug)]
+Ident = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+Title = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+Text = Annotated[StrictStr, Field(max_length=2000)]
+EventDate = Annotated[dt.date, BeforeValidator(_date)]
+Timestamp = Annotated[dt.datetime, BeforeValidator(_timestamp)]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
+
+
+def version_of(occurred_at: dt.datetime, event_id: str) -> str:
+    """Sortable version string: fixed-width UTC microseconds, ``|``, then the event id.
+
+    Byte order of two versions is the order of ``(occurred_at, event_id)``.
+    """
+    delta = occurred_at.astimezone(dt.UTC) - _EPOCH0
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return f"{micros:018d}|{event_id}"
+
+
+def normalize_hashtag(tag: str) -> str:
+    """A hashtag without its leading ``#`` signs, case folded."""
+    return tag.lstrip("#").casefold()

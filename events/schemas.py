@@ -1,0 +1,228 @@
+"""Pydantic models of the five event types and the parser that names what is wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+)
+
+from events.fields import (
+    Count,
+    EventDate,
+    Ident,
+    Slug,
+    Text,
+    Timestamp,
+    Title,
+    normalize_hashtag,
+    version_of,
+)
+
+MAX_HASHTAGS = 100
+"""Hashtags a single video may carry."""
+
+
+class EventError(ValueError):
+    """An event was rejected; ``where`` names it (line or event_id), ``reason`` says why."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Ident
+    occurred_at: Timestamp
+
+    @property
+    def version(self) -> str:
+        """Sortable ``(occurred_at, event_id)``: the greater version wins."""
+        return version_of(self.occurred_at, self.event_id)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The event as plain JSON data, as it travels on the queue and in the log."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _hashtags(tags: list[str]) -> list[str]:
+    clean: list[str] = []
+    for raw in tags:
+        tag = normalize_hashtag(raw)
+        if not tag or len(tag) > 100 or not tag.isprintable() or any(c.isspace() for c in tag):
+            raise ValueError(f"hashtag {raw!r} must be 1-100 printable characters without spaces")
+        if tag not in clean:
+            clean.append(tag)
+    return clean
+
+
+Number = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1e15, allow_inf_nan=False)]
+Hashtags = Annotated[list[Annotated[str, Field(strict=True)]], Field(max_length=MAX_HASHTAGS),
+                     AfterValidator(_hashtags)]
+
+
+class PerformanceRecorded(_Event):
+    """A song was played at a show."""
+
+    type: Literal["performance.recorded"]
+    vertical: Slug
+    performance_id: Ident
+    show_id: Ident
+    show_date: EventDate
+    song: Slug
+    song_title: Title | None = None
+    venue: Annotated[str, Field(strict=True, max_length=200)] | None = None
+    set: Annotated[str, Field(strict=True, max_length=50)] | None = None
+    position: Annotated[StrictInt, Field(ge=0, le=10**6)] | None = None
+
+    @property
+    def title(self) -> str:
+        """The song title, the slug when none was given."""
+        return self.song_title or self.song
+
+
+class PerformanceRetracted(_Event):
+    """A performance recorded earlier did not happen (or was entered by mistake)."""
+
+    type: Literal["performance.retracted"]
+    vertical: Slug
+    performance_id: Ident
+
+
+class _Metrics(_Event):
+    creator: Slug
+    video_id: Ident
+    views: Count
+    likes: Count
+    comments: Count
+    shares: Count
+    bookmarks: Count
+    new_followers: Count
+
+    def rate_units(self) -> int:
+        """Engagement rate in exact units of 1e-7 percent, rounded half to even."""
+        engaged = self.likes + self.comments + self.shares + self.bookmarks
+        if self.views == 0:
+            return 0
+        num, den = engaged * 100 * 10**7, self.views
+        q, r = divmod(num, den)
+        if 2 * r > den or (2 * r == den and q % 2 == 1):
+            q += 1
+        return q
+
+
+class VideoPosted(_Metrics):
+    """A creator posted a video; carries its first metrics."""
+
+    type: Literal["video.posted"]
+    date_posted: EventDate
+    hook: Text | None = None
+    cta: Text | None = None
+    hashtags: Hashtags | None = None
+    length_seconds: Number | None = None
+    avg_watch_time: Number | None = None
+    watched_full_video_percentage: Annotated[
+        StrictInt | StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)
+    ] | None = None
+
+
+class VideoMetricsUpdated(_Metrics):
+    """Cumulative metrics of a video at ``occurred_at``."""
+
+    type: Literal["video.metrics_updated"]
+
+
+class VideoDeleted(_Event):
+    """A video was deleted."""
+
+    type: Literal["video.deleted"]
+    creator: Slug
+    video_id: Ident
+
+
+Event = (
+    PerformanceRecorded | PerformanceRetracted | VideoPosted | VideoMetricsUpdated | VideoDeleted
+)
+PerformanceEvent = PerformanceRecorded | PerformanceRetracted
+VideoEvent = VideoPosted | VideoMetricsUpdated | VideoDeleted
+
+EVENT_TYPES: dict[str, type[_Event]] = {
+    "performance.recorded": PerformanceRecorded,
+    "performance.retracted": PerformanceRetracted,
+    "video.posted": VideoPosted,
+    "video.metrics_updated": VideoMetricsUpdated,
+    "video.deleted": VideoDeleted,
+}
+
+
+def _describe(obj: Any, fallback: str) -> str:
+    if isinstance(obj, dict):
+        event_id = obj.get("event_id")
+        if isinstance(event_id, str) and event_id and len(event_id) <= 200:
+            return f"event_id {event_id!r}"
+    return fallback
+
+
+def _first_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "event"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_event(obj: Any, where: str | None = None) -> Event:
+    """Validate one decoded JSON object as an event.
+
+    Args:
+        obj: the decoded JSON value.
+        where: how to name the event in an error (e.g. ``line 7``); by default its
+            event_id, else ``event``.
+
+    Raises:
+        EventError: naming the event, the field and the reason.
+    """
+    name = where or _describe(obj, "event")
+    if not isinstance(obj, dict):
+        raise EventError(name, f"event must be a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise EventError(name, "type: required string field is missing or not a string")
+    model = EVENT_TYPES.get(kind)
+    if model is None:
+        raise EventError(name, f"type: unknown event type {kind[:60]!r}")
+    try:
+        return model.model_validate(obj)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise EventError(name, _first_error(exc)) from None
+
+
+def parse_line(line: str | bytes, lineno: int) -> Event:
+    """Decode and validate one JSON Lines line; errors are named ``line N``."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise EventError(f"line {lineno}", f"not valid JSON ({exc})") from None
+    return parse_event(obj, f"line {lineno}")
+
+
+def show_month(day: dt.date) -> str:
+    """``YYYY-MM`` of a date."""
+    return f"{day.year:04d}-{day.month:02d}"

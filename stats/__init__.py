@@ -1,0 +1,1 @@
+"""Running statistics kept in Redis: state updates (Lua) and reads."""

@@ -1,0 +1,203 @@
+-- Applies a batch of performance events of one vertical, atomically.
+-- KEYS[1..12] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
+--               byfirst, win, vel, meta  (stats/keys.py: VerticalKeys, same order)
+-- ARGV[1]     = today: the day number the caller's clock reads
+-- ARGV[2..]   = 7 per event: op (R = recorded, X = retracted), performance_id,
+--               version, song, show_id, show_date (YYYY-MM-DD), song_title
+-- Returns {applied, stale}: events that changed the winner, events that lost to it.
+--
+-- Every read happens before the writes it decides, and no write can fail on valid
+-- input, so an error never leaves half an event behind.
+
+local K_PERF, K_PLAYS, K_SONGPLAYS, K_SHOWS, K_SHOWPERFS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local K_SONGS, K_BYLAST, K_BYFIRST, K_WIN, K_VEL, K_META = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+
+local SEP = '\31'
+local WINDOWS = {30, 90, 365}
+
+-- Byte order, whatever collation the server's locale has.
+local function less(a, b)
+  if a == b then return false end
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local function split(s)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, SEP, start, true)
+    if not i then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+
+-- Days since 1970-01-01 of a YYYY-MM-DD date (proleptic Gregorian).
+local function day_of(date)
+  local y = tonumber(string.sub(date, 1, 4))
+  local m = tonumber(string.sub(date, 6, 7))
+  local d = tonumber(string.sub(date, 9, 10))
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local touched = {}   -- song -> true: summary, windows and velocity to refresh
+local wdelta = {}    -- song -> {d30, d90, d365}
+
+local function bump(song, i, by)
+  local d = wdelta[song]
+  if not d then
+    d = {0, 0, 0}
+    wdelta[song] = d
+  end
+  d[i] = d[i] + by
+  touched[song] = true
+end
+
+-- The clock: counters are kept for the latest day any caller has seen.
+local now = tonumber(ARGV[1])
+local today = tonumber(redis.call('HGET', K_META, 'today') or '')
+
+local function song_of(pid)
+  local rec = redis.call('HGET', K_PERF, pid)
+  return split(rec)[3]
+end
+
+local function count_range(lo, hi, i, by)
+  -- plays with lo < day <= hi move window i by `by`
+  if hi <= lo then return end
+  local pids = redis.call('ZRANGEBYSCORE', K_PLAYS, '(' .. lo, hi)
+  for _, pid in ipairs(pids) do bump(song_of(pid), i, by) end
+end
+
+if today == nil or now - today >= 365 then
+  -- First use, or a jump of a year or more: recount the windows from the last year.
+  redis.call('DEL', K_WIN, K_VEL)
+  for _, song in ipairs(redis.call('ZRANGEBYSCORE', K_BYFIRST, '-inf', now)) do touched[song] = true end
+  for i, w in ipairs(WINDOWS) do count_range(now - w, now, i, 1) end
+  today = now
+  redis.call('HSET', K_META, 'today', today)
+elseif now > today then
+  -- Roll forward: plays leaving each window go out, plays reaching today come in.
+  for i, w in ipairs(WINDOWS) do
+    count_range(today - w, math.min(today, now - w), i, -1)
+    count_range(math.max(today, now - w), now, i, 1)
+  end
+  today = now
+  redis.call('HSET', K_META, 'today', today)
+end
+
+local function month_of(date) return string.sub(date, 1, 7) end
+
+local function add_play(pid, song, show_id, date)
+  local day = day_of(date)
+  redis.call('ZADD', K_PLAYS, day, pid)
+  redis.call('ZADD', K_SONGPLAYS, 0, song .. '\0' .. date .. '\0' .. pid)
+  local show = date .. '\0' .. show_id
+  if redis.call('HINCRBY', K_SHOWPERFS, show, 1) == 1 then
+    redis.call('ZADD', K_SHOWS, day, show)
+    redis.call('HINCRBY', K_MONTHS, 's:' .. month_of(date), 1)
+  end
+  redis.call('HINCRBY', K_MONTHS, 'p:' .. month_of(date), 1)
+  for i, w in ipairs(WINDOWS) do
+    if day > today - w and day <= today then bump(song, i, 1) end
+  end
+  touched[song] = true
+end
+
+local function decr_field(key, field)
+  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
+end
+
+local function remove_play(pid, song, show_id, date)
+  local day = day_of(date)
+  redis.call('ZREM', K_PLAYS, pid)
+  redis.call('ZREM', K_SONGPLAYS, song .. '\0' .. date .. '\0' .. pid)
+  local show = date .. '\0' .. show_id
+  if redis.call('HINCRBY', K_SHOWPERFS, show, -1) <= 0 then
+    redis.call('HDEL', K_SHOWPERFS, show)
+    redis.call('ZREM', K_SHOWS, show)
+    decr_field(K_MONTHS, 's:' .. month_of(date))
+  end
+  decr_field(K_MONTHS, 'p:' .. month_of(date))
+  for i, w in ipairs(WINDOWS) do
+    if day > today - w and day <= today then bump(song, i, -1) end
+  end
+  touched[song] = true
+end
+
+local applied, stale = 0, 0
+for base = 2, #ARGV, 7 do
+  local op, pid, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local old = redis.call('HGET', K_PERF, pid)
+  local oldrec = old and split(old) or nil
+  if oldrec and not less(oldrec[1], version) then
+    stale = stale + 1
+  else
+    applied = applied + 1
+    if oldrec and oldrec[2] == 'R' then remove_play(pid, oldrec[3], oldrec[4], oldrec[5]) end
+    if op == 'R' then
+      local song, show_id, date, title = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
+      redis.call('HSET', K_PERF, pid, table.concat({version, 'R', song, show_id, date, title}, SEP))
+      add_play(pid, song, show_id, date)
+    else
+      redis.call('HSET', K_PERF, pid, version .. SEP .. 'X')
+    end
+  end
+end
+
+-- Refresh what depends on a song's whole history: totals, first and last play,
+-- title (that of the latest play), windows and velocity.
+for song in pairs(touched) do
+  local lo, hi = '[' .. song .. '\0', '(' .. song .. '\1'
+  local n = redis.call('ZLEXCOUNT', K_SONGPLAYS, lo, hi)
+  if n == 0 then
+    redis.call('HDEL', K_SONGS, song)
+    redis.call('HDEL', K_WIN, song)
+    redis.call('ZREM', K_BYLAST, song)
+    redis.call('ZREM', K_BYFIRST, song)
+    redis.call('ZREM', K_VEL, song)
+  else
+    local first = redis.call('ZRANGEBYLEX', K_SONGPLAYS, lo, hi, 'LIMIT', 0, 1)[1]
+    local last = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, hi, lo, 'LIMIT', 0, 1)[1]
+    local firstday = day_of(string.sub(first, #song + 2, #song + 11))
+    local lastday = day_of(string.sub(last, #song + 2, #song + 11))
+    local title = split(redis.call('HGET', K_PERF, string.sub(last, #song + 13)))[6]
+    redis.call('HSET', K_SONGS, song, n .. SEP .. title)
+    redis.call('ZADD', K_BYLAST, lastday, song)
+    redis.call('ZADD', K_BYFIRST, firstday, song)
+    local w = {0, 0, 0}
+    local cur = redis.call('HGET', K_WIN, song)
+    if cur then
+      local p = split(cur)
+      w = {tonumber(p[1]), tonumber(p[2]), tonumber(p[3])}
+    end
+    local d = wdelta[song]
+    if d then
+      w = {w[1] + d[1], w[2] + d[2], w[3] + d[3]}
+      if w[1] == 0 and w[2] == 0 and w[3] == 0 then
+        redis.call('HDEL', K_WIN, song)
+      else
+        redis.call('HSET', K_WIN, song, w[1] .. SEP .. w[2] .. SEP .. w[3])
+      end
+    end
+    if firstday <= today then
+      redis.call('ZADD', K_VEL, 0 - (3 * w[1] + 2 * w[2] + w[3]), song)
+    else
+      redis.call('ZREM', K_VEL, song)
+    end
+  end
+end
+
+return {applied, stale}

@@ -1,0 +1,290 @@
+"""Setlist state: applying performance events and answering reads, one script call each."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from events.schemas import PerformanceEvent, PerformanceRecorded
+from stats import keys
+from stats.dates import day_number, from_day, quarter_of, round1
+from stats.scripts import script
+from stats.setlist_models import (
+    Bustout,
+    Bustouts,
+    Debut,
+    Debuts,
+    GapRow,
+    SongFigures,
+    TrendPeriod,
+    Trends,
+    VelocityRow,
+    VerticalStats,
+)
+
+log = logging.getLogger(__name__)
+
+EVENTS_PER_CALL = 1000
+"""Events applied by one script call: bounds how long Redis is busy with one call."""
+
+
+class UnknownVertical(LookupError):
+    """No performance event of this vertical has been applied."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What a batch did: events that won (changed state) and events that lost (stale)."""
+
+    applied: int = 0
+    stale: int = 0
+
+    def __add__(self, other: ApplyResult) -> ApplyResult:
+        return ApplyResult(self.applied + other.applied, self.stale + other.stale)
+
+
+def _event_args(event: PerformanceEvent) -> list[str]:
+    if isinstance(event, PerformanceRecorded):
+        return [
+            "R",
+            event.performance_id,
+            event.version,
+            event.song,
+            event.show_id,
+            event.show_date.isoformat(),
+            event.title,
+        ]
+    return ["X", event.performance_id, event.version, "", "", "", ""]
+
+
+class SetlistStore:
+    """Per-vertical setlist state in Redis (see ``stats.keys`` for the schema)."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        """Args:
+        client: a redis-py client created with ``decode_responses=True``.
+        prefix: the key prefix.
+        """
+        self.client = client
+        self.prefix = prefix
+
+    def keys(self, vertical: str) -> keys.VerticalKeys:
+        """The keys of ``vertical``."""
+        return keys.vertical_keys(self.prefix, vertical)
+
+    # -- writes ---------------------------------------------------------------
+
+    def apply(self, events: Iterable[PerformanceEvent], today: dt.date) -> ApplyResult:
+        """Apply events (any order, duplicates welcome); one script call per vertical chunk."""
+        by_vertical: dict[str, list[PerformanceEvent]] = defaultdict(list)
+        for event in events:
+            by_vertical[event.vertical].append(event)
+        if not by_vertical:
+            return ApplyResult()
+        apply_script = script(self.client, "setlist_apply")
+        pipe = self.client.pipeline(transaction=False)
+        today_arg = str(day_number(today))
+        for vertical, batch in by_vertical.items():
+            pipe.sadd(keys.verticals_key(self.prefix), vertical)
+            vkeys = list(self.keys(vertical))
+            for start in range(0, len(batch), EVENTS_PER_CALL):
+                args = [today_arg]
+                for event in batch[start : start + EVENTS_PER_CALL]:
+                    args.extend(_event_args(event))
+                apply_script(keys=vkeys, args=args, client=pipe)
+        result = ApplyResult()
+        for reply in pipe.execute():
+            if isinstance(reply, list):
+                result += ApplyResult(int(reply[0]), int(reply[1]))
+        return result
+
+    def roll(self, vertical: str, today: dt.date) -> None:
+        """Move the windowed counters of ``vertical`` forward to ``today`` (no event applied)."""
+        script(self.client, "setlist_apply")(
+            keys=list(self.keys(vertical)), args=[str(day_number(today))]
+        )
+
+    def verticals(self) -> list[str]:
+        """Every vertical with state, sorted."""
+        return sorted(self.client.smembers(keys.verticals_key(self.prefix)))
+
+    # -- reads ----------------------------------------------------------------
+
+    def _read(self, vertical: str, read: str, as_of: dt.date, *params: Any) -> list[Any]:
+        reply = script(self.client, "setlist_read")(
+            keys=list(self.keys(vertical)),
+            args=[read, as_of.isoformat(), day_number(as_of), *params],
+        )
+        if reply is None:
+            raise UnknownVertical(vertical)
+        return list(reply)
+
+    @staticmethod
+    def _window_dates(as_of: dt.date) -> list[str]:
+        return [(as_of - dt.timedelta(days=n)).isoformat() for n in (30, 90, 365)]
+
+    def song(self, vertical: str, song: str, as_of: dt.date) -> SongFigures | None:
+        """Every figure of one song; None when it has no play by ``as_of``."""
+        r = self._read(vertical, "song", as_of, song, *self._window_dates(as_of))
+        if not r:
+            return None
+        title, total, first, last, shows_since, p30, p90, p365 = r
+        return SongFigures(
+            song_id=song,
+            song_slug=song,
+            song_title=title,
+            total_plays=total,
+            first_played=from_day(first),
+            last_played=from_day(last),
+            days_since_played=day_number(as_of) - last,
+            average_gap_days=round1((last - first) / (total - 1)) if total > 1 else None,
+            shows_since_played=shows_since,
+            plays_last_30_days=p30,
+            plays_last_90_days=p90,
+            plays_last_year=p365,
+            velocity_score=3 * p30 + 2 * p90 + p365,
+        )
+
+    def gaps(self, vertical: str, as_of: dt.date, min_plays: int, limit: int) -> list[GapRow]:
+        """Songs with ``total_plays >= min_plays``, longest since played first."""
+        r = self._read(vertical, "gaps", as_of, min_plays, limit)
+        today = day_number(as_of)
+        rows = []
+        for i in range(0, len(r), 6):
+            song, title, last, total, first, shows_since = r[i : i + 6]
+            rows.append(
+                GapRow(
+                    song_id=song,
+                    song_title=title,
+                    song_slug=song,
+                    last_played=from_day(last),
+                    days_since_played=today - last,
+                    total_plays=total,
+                    average_gap_days=round1((last - first) / (total - 1)) if total > 1 else None,
+                    shows_since_played=shows_since,
+                )
+            )
+        return rows
+
+    def velocity(self, vertical: str, as_of: dt.date, limit: int) -> list[VelocityRow]:
+        """Songs with at least one play, highest ``3*p30 + 2*p90 + p365`` first."""
+        r = self._read(vertical, "velocity", as_of, limit, *self._window_dates(as_of))
+        rows = []
+        for i in range(0, len(r), 6):
+            song, title, p30, p90, p365, total = r[i : i + 6]
+            rows.append(
+                VelocityRow(
+                    song_id=song,
+                    song_title=title,
+                    song_slug=song,
+                    plays_last_30_days=p30,
+                    plays_last_90_days=p90,
+                    plays_last_year=p365,
+                    total_plays=total,
+                    velocity_score=3 * p30 + 2 * p90 + p365,
+                )
+            )
+        return rows
+
+    def trends(self, vertical: str, as_of: dt.date, period: str) -> Trends:
+        """Shows and performances per month or quarter, oldest first."""
+        month_start = as_of.replace(day=1)
+        r = self._read(vertical, "trends", as_of, day_number(month_start))
+        current = f"{as_of.year:04d}-{as_of.month:02d}"
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for i in range(2, len(r), 2):
+            field, value = r[i], int(r[i + 1])
+            month = field[2:]
+            if month < current:
+                counts[month][0 if field[0] == "s" else 1] += value
+        if r[1]:
+            counts[current] = [int(r[1]), int(r[0])]
+        grouped: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for month, (shows, perfs) in counts.items():
+            key = month if period == "month" else quarter_of(month)
+            grouped[key][0] += shows
+            grouped[key][1] += perfs
+        return Trends(
+            vertical=vertical,
+            period_type="month" if period == "month" else "quarter",
+            trends=[
+                TrendPeriod(period=key, shows=s, performances=p)
+                for key, (s, p) in sorted(grouped.items())
+                if s > 0
+            ],
+        )
+
+    def stats(self, vertical: str, as_of: dt.date) -> VerticalStats:
+        """Band totals as of a date."""
+        shows, perfs, played, known, first, last = self._read(vertical, "stats", as_of)
+        return VerticalStats(
+            vertical_id=vertical,
+            vertical_name=vertical,
+            vertical_slug=vertical,
+            total_shows=shows,
+            total_songs=known,
+            total_performances=perfs,
+            unique_songs_played=played,
+            avg_songs_per_show=round1(perfs / shows) if shows else 0.0,
+            first_show=from_day(int(first)) if first is not None else None,
+            last_show=from_day(int(last)) if last is not None else None,
+        )
+
+    def bustouts(
+        self,
+        vertical: str,
+        as_of: dt.date,
+        days: int,
+        gap_threshold: int,
+        gap_shows_threshold: int | None,
+    ) -> Bustouts:
+        """Plays after a gap of at least ``gap_threshold`` days within the last ``days``."""
+        r = self._read(vertical, "bustouts", as_of, days, gap_threshold, gap_shows_threshold or 0)
+        found: list[tuple[Any, ...]] = [tuple(r[i : i + 8]) for i in range(0, len(r), 8)]
+        found.sort(key=lambda b: (-b[4], -b[2], b[0].encode(), b[7].encode()))
+        return Bustouts(
+            vertical=vertical,
+            threshold_days=gap_threshold,
+            bustouts=[
+                Bustout(
+                    song_title=title,
+                    song_slug=song,
+                    bustout_date=from_day(day),
+                    show_slug=show_id,
+                    gap_days=gap,
+                    gap_shows=gap_shows,
+                    previous_play=from_day(prev),
+                )
+                for song, title, day, show_id, gap, gap_shows, prev, _pid in found
+            ],
+        )
+
+    def debuts(self, vertical: str, as_of: dt.date, days: int) -> Debuts:
+        """Songs whose first play lies in the last ``days`` days, newest first."""
+        r = self._read(vertical, "debuts", as_of, days)
+        found: list[tuple[Any, ...]] = [tuple(r[i : i + 5]) for i in range(0, len(r), 5)]
+        found.sort(key=lambda d: (-d[2], d[0].encode()))
+        return Debuts(
+            vertical=vertical,
+            period_days=days,
+            debuts=[
+                Debut(
+                    song_title=title,
+                    song_slug=song,
+                    debut_date=from_day(day),
+                    show_slug=show_id,
+                    times_played_since=total,
+                )
+                for song, title, day, show_id, total in found
+            ],
+        )
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    """Consecutive slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,51 @@
+"""Configuration, read once from ``STATSWORKER_*`` environment variables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+"""Where state and queue live unless ``STATSWORKER_REDIS_URL`` says otherwise."""
+
+DEFAULT_QUEUE = "statsworker"
+"""RQ queue name shared by publishers and workers."""
+
+DEFAULT_DATABASE_URL = "sqlite:///statsworker-events.db"
+"""The durable event log: an SQLite file in the working directory by default."""
+
+DEFAULT_KEY_PREFIX = "sw"
+"""Prefix of every Redis key statsworker writes."""
+
+DEFAULT_BATCH_SIZE = 1000
+"""Events per queued job; one job is applied with one script call per vertical or creator."""
+
+
+class Settings(BaseSettings):
+    """Every setting of statsworker; environment variables use the ``STATSWORKER_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="STATSWORKER_", extra="ignore")
+
+    redis_url: str = DEFAULT_REDIS_URL
+    queue: str = DEFAULT_QUEUE
+    database_url: str = DEFAULT_DATABASE_URL
+    today: dt.date | None = None
+    ingest_token: str | None = None
+    key_prefix: str = Field(DEFAULT_KEY_PREFIX, pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=10_000)
+    log_format: Literal["text", "json"] = "text"
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+
+    def current_date(self) -> dt.date:
+        """The date windowed counters are kept for: ``today`` when pinned, else the UTC date."""
+        return self.today or dt.datetime.now(dt.UTC).date()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
