@@ -69,8 +69,11 @@ def _hashtags(tags: list[str]) -> list[str]:
 
 
 Number = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1e15, allow_inf_nan=False)]
-Hashtags = Annotated[list[Annotated[str, Field(strict=True)]], Field(max_length=MAX_HASHTAGS),
-                     AfterValidator(_hashtags)]
+Hashtags = Annotated[
+    list[Annotated[str, Field(strict=True)]],
+    Field(max_length=MAX_HASHTAGS),
+    AfterValidator(_hashtags),
+]
 
 
 class PerformanceRecorded(_Event):
@@ -133,9 +136,9 @@ class VideoPosted(_Metrics):
     hashtags: Hashtags | None = None
     length_seconds: Number | None = None
     avg_watch_time: Number | None = None
-    watched_full_video_percentage: Annotated[
-        StrictInt | StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)
-    ] | None = None
+    watched_full_video_percentage: (
+        Annotated[StrictInt | StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)] | None
+    ) = None
 
 
 class VideoMetricsUpdated(_Metrics):

@@ -48,6 +48,10 @@ tagviews    zset   hashtag scored by ``-total_views`` (ascending = most viewed)
 
 Registries: ``P:verticals`` and ``P:creators`` (sets) name every vertical and
 creator with state, for listing, rolling and rebuilding.
+
+Operations: ``P:metrics`` (hash) holds the counters behind ``GET /metrics``:
+``applied:<event type>``, ``rejected``, ``batches``, ``apply_seconds`` (sum) and
+``apply_le:<bucket>`` (batches whose apply took at most that many seconds, per bucket).
 """
 
 from __future__ import annotations
@@ -109,3 +113,8 @@ def creators_key(prefix: str) -> str:
 def all_keys_pattern(prefix: str) -> str:
     """SCAN pattern matching every key under ``prefix``."""
     return f"{prefix}:*"
+
+
+def metrics_key(prefix: str) -> str:
+    """Hash of operational counters shared by every process."""
+    return f"{prefix}:metrics"

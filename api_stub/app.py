@@ -1,0 +1,131 @@
+"""The FastAPI application: reads, ``POST /events``, health and metrics."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api_stub import setlist_routes, video_routes
+from api_stub.deps import connections
+from api_stub.metrics import render_metrics
+from events.schemas import Event, EventError, parse_event
+from worker.connections import Connections
+from worker.publishing import make_publisher
+
+log = logging.getLogger(__name__)
+
+Conns = Annotated[Connections, Depends(connections)]
+
+
+class Rejection(BaseModel):
+    """One rejected event: its position in the request, its id when it had one, why."""
+
+    index: int
+    event_id: str | None
+    error: str
+
+
+class IngestAnswer(BaseModel):
+    """What ``POST /events`` did."""
+
+    accepted: int
+    rejected: list[Rejection]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, detail=f"request body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, detail=f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(conns: Connections) -> FastAPI:
+    """The app, serving the state behind ``conns``."""
+    app = FastAPI(
+        title="statsworker",
+        description="Setlist and creator statistics read from precomputed state.",
+        version="0.1.0",
+    )
+    app.state.conns = conns
+    app.include_router(setlist_routes.router)
+    app.include_router(video_routes.router)
+
+    @app.post("/events", response_model=IngestAnswer, status_code=202)
+    async def post_events(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        """Validate events (an array or one object) and enqueue the valid ones."""
+        token = conns.settings.ingest_token
+        if token:
+            given = (authorization or "").removeprefix("Bearer ").strip()
+            if not authorization or not hmac.compare_digest(given.encode(), token.encode()):
+                raise HTTPException(
+                    401,
+                    detail="a valid bearer token is required",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        body = await _read_body(request, conns.settings.max_body_bytes)
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise HTTPException(422, detail=f"body is not valid JSON: {exc}") from None
+        items = payload if isinstance(payload, list) else [payload]
+        events: list[Event] = []
+        rejected: list[Rejection] = []
+        for index, obj in enumerate(items):
+            try:
+                events.append(parse_event(obj, None))
+            except EventError as exc:
+                event_id = obj.get("event_id") if isinstance(obj, dict) else None
+                rejected.append(
+                    Rejection(
+                        index=index,
+                        event_id=event_id if isinstance(event_id, str) else None,
+                        error=exc.reason,
+                    )
+                )
+        publisher = make_publisher(conns)
+        if events:
+            await run_in_threadpool(publisher.publish, events)
+        if rejected and publisher.on_rejected is not None:
+            await run_in_threadpool(publisher.on_rejected, len(rejected))
+        answer = IngestAnswer(accepted=len(events), rejected=rejected)
+        status = 202 if events or not rejected else 422
+        return JSONResponse(answer.model_dump(), status_code=status)
+
+    @app.get("/health")
+    def health(conns: Conns) -> JSONResponse:
+        """Liveness, with Redis (and event log) reachability."""
+        checks: dict[str, Any] = {}
+        try:
+            checks["redis"] = bool(conns.state.ping())
+        except Exception as exc:  # any failure means unreachable
+            log.warning("health: redis unreachable: %s", exc)
+            checks["redis"] = False
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
+        )
+
+    @app.get("/metrics")
+    def metrics(conns: Conns) -> Response:
+        """Prometheus text exposition."""
+        body, content_type = render_metrics(conns)
+        return Response(content=body, media_type=content_type)
+
+    return app

@@ -1,0 +1,166 @@
+"""The ``statsworker`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from stats.settings import get_settings
+from worker import logs
+
+log = logging.getLogger(__name__)
+
+EXTRA_COMMANDS = (
+    "worker.importer",
+    "worker.demo",
+    "worker.log_commands",
+)
+"""Modules that add their own sub-commands through a ``register(subparsers)`` function."""
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _connections() -> Any:
+    from worker import context
+
+    return context.get()
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Publish a JSON Lines file (or standard input)."""
+    from worker.publishing import make_publisher
+
+    conns = _connections()
+    publisher = make_publisher(conns)
+    if args.file == "-":
+        report = publisher.publish_lines(sys.stdin)
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as stream:
+                report = publisher.publish_lines(stream)
+        except OSError as exc:
+            print(f"statsworker: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+    for err in report.rejected:
+        print(str(err), file=sys.stderr)
+    print(
+        f"published {report.accepted} event(s) in {report.jobs} job(s); "
+        f"{len(report.rejected)} rejected",
+        file=sys.stderr,
+    )
+    return 1 if report.rejected else 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a worker on the queue."""
+    from worker.runner import run_worker
+
+    conns = _connections()
+    run_worker(conns, burst=args.burst, with_scheduler=not args.burst)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the read API."""
+    import uvicorn
+
+    from api_stub.app import create_app
+
+    app = create_app(_connections())
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info"
+    )
+    return 0
+
+
+def cmd_roll(args: argparse.Namespace) -> int:
+    """Move every vertical's windowed counters to today."""
+    conns = _connections()
+    today = conns.settings.current_date()
+    verticals = conns.setlists.verticals()
+    for vertical in verticals:
+        conns.setlists.roll(vertical, today)
+    print(f"rolled {len(verticals)} vertical(s) to {today.isoformat()}", file=sys.stderr)
+    return 0
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    """List failed jobs with their reasons."""
+    from worker.runner import failed_jobs
+
+    jobs = failed_jobs(_connections())
+    for job_id, reason in jobs:
+        print(f"{job_id}\t{reason}")
+    print(f"{len(jobs)} failed job(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_retry_failed(args: argparse.Namespace) -> int:
+    """Put failed jobs back on the queue."""
+    from worker.runner import retry_failed
+
+    n = retry_failed(_connections())
+    print(f"re-enqueued {n} failed job(s)", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="statsworker", description="Incremental setlist and video statistics in Redis."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("publish", help="validate a JSON Lines file (or -) and enqueue it")
+    p.add_argument("file", help="path of a JSON Lines file, or - for standard input")
+    p.set_defaults(handler=cmd_publish)
+
+    p = sub.add_parser("worker", help="apply queued events")
+    p.add_argument("--burst", action="store_true", help="drain the queue, then exit")
+    p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("api", help="serve the HTTP read API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(handler=cmd_api)
+
+    p = sub.add_parser("roll", help="move windowed counters of every vertical to today")
+    p.set_defaults(handler=cmd_roll)
+
+    p = sub.add_parser("failed", help="list failed jobs and why they failed")
+    p.set_defaults(handler=cmd_failed)
+
+    p = sub.add_parser("retry-failed", help="re-enqueue every failed job")
+    p.set_defaults(handler=cmd_retry_failed)
+
+    for name in EXTRA_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``statsworker`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logs.configure(settings.log_format, args.verbose)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
