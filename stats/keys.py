@@ -28,6 +28,9 @@ win         hash   song -> ``p30 0x1F p90 0x1F p365``: plays in the windows endi
 vel         zset   song scored by ``-(3*p30 + 2*p90 + p365)`` for songs played on or
                    before ``today``; ascending order is the velocity ranking
 meta        hash   ``today`` -> the day the windowed counters are kept for
+bust        zset   performance_id scored by its show day, for the plays whose
+                   previous play of the same song lies at least 60 days earlier
+                   (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
 ==========  =====  ===============================================================
 
 Videos, per creator ``C`` (``P:{c:C}:<name>``):
@@ -58,6 +61,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+BUSTOUT_INDEX_DAYS = 60
+"""Plays after a gap of at least this many days are indexed in ``bust``; a bustout read
+with a smaller ``gap_threshold`` scans the window's plays instead."""
+
 
 class VerticalKeys(NamedTuple):
     """The keys of one vertical, in the order the setlist scripts take them as KEYS."""
@@ -74,6 +81,7 @@ class VerticalKeys(NamedTuple):
     win: str
     vel: str
     meta: str
+    bust: str
 
 
 class CreatorKeys(NamedTuple):

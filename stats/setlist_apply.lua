@@ -1,8 +1,9 @@
 -- Applies a batch of performance events of one vertical, atomically.
--- KEYS[1..12] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
---               byfirst, win, vel, meta  (stats/keys.py: VerticalKeys, same order)
--- ARGV[1]     = today: the day number the caller's clock reads
--- ARGV[2..]   = 7 per event: op (R = recorded, X = retracted), performance_id,
+-- KEYS[1..13] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
+--               byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys, same order)
+-- ARGV[1]     = today: the day number the caller's clock reads; ARGV[2] = the gap (days)
+--               from which a play is indexed in `bust` (stats/keys.py: BUSTOUT_INDEX_DAYS)
+-- ARGV[3..]   = 7 per event: op (R = recorded, X = retracted), performance_id,
 --               version, song, show_id, show_date (YYYY-MM-DD), song_title
 -- Returns {applied, stale}: events that changed the winner, events that lost to it.
 --
@@ -11,6 +12,8 @@
 
 local K_PERF, K_PLAYS, K_SONGPLAYS, K_SHOWS, K_SHOWPERFS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_SONGS, K_BYLAST, K_BYFIRST, K_WIN, K_VEL, K_META = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local K_BUST = KEYS[13]
+local BUST_DAYS = tonumber(ARGV[2])
 
 local SEP = '\31'
 local WINDOWS = {30, 90, 365}
@@ -100,10 +103,31 @@ end
 
 local function month_of(date) return string.sub(date, 1, 7) end
 
+-- Keep `bust` exact for the play `member` of `song`: indexed while its previous
+-- play of the song lies at least BUST_DAYS earlier.
+local function reindex(song, member)
+  local prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. member, '[' .. song .. '\0', 'LIMIT', 0, 1)[1]
+  local day = day_of(string.sub(member, #song + 2, #song + 11))
+  local pid = string.sub(member, #song + 13)
+  if prev and day - day_of(string.sub(prev, #song + 2, #song + 11)) >= BUST_DAYS then
+    redis.call('ZADD', K_BUST, day, pid)
+  else
+    redis.call('ZREM', K_BUST, pid)
+  end
+end
+
+local function next_play(song, member)
+  return redis.call('ZRANGEBYLEX', K_SONGPLAYS, '(' .. member, '(' .. song .. '\1', 'LIMIT', 0, 1)[1]
+end
+
 local function add_play(pid, song, show_id, date)
   local day = day_of(date)
   redis.call('ZADD', K_PLAYS, day, pid)
-  redis.call('ZADD', K_SONGPLAYS, 0, song .. '\0' .. date .. '\0' .. pid)
+  local member = song .. '\0' .. date .. '\0' .. pid
+  redis.call('ZADD', K_SONGPLAYS, 0, member)
+  reindex(song, member)
+  local following = next_play(song, member)
+  if following then reindex(song, following) end
   local show = date .. '\0' .. show_id
   if redis.call('HINCRBY', K_SHOWPERFS, show, 1) == 1 then
     redis.call('ZADD', K_SHOWS, day, show)
@@ -123,7 +147,11 @@ end
 local function remove_play(pid, song, show_id, date)
   local day = day_of(date)
   redis.call('ZREM', K_PLAYS, pid)
-  redis.call('ZREM', K_SONGPLAYS, song .. '\0' .. date .. '\0' .. pid)
+  local member = song .. '\0' .. date .. '\0' .. pid
+  local following = next_play(song, member)
+  redis.call('ZREM', K_SONGPLAYS, member)
+  redis.call('ZREM', K_BUST, pid)
+  if following then reindex(song, following) end
   local show = date .. '\0' .. show_id
   if redis.call('HINCRBY', K_SHOWPERFS, show, -1) <= 0 then
     redis.call('HDEL', K_SHOWPERFS, show)
@@ -138,7 +166,7 @@ local function remove_play(pid, song, show_id, date)
 end
 
 local applied, stale = 0, 0
-for base = 2, #ARGV, 7 do
+for base = 3, #ARGV, 7 do
   local op, pid, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   local old = redis.call('HGET', K_PERF, pid)
   local oldrec = old and split(old) or nil

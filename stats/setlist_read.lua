@@ -1,6 +1,6 @@
 -- Answers one setlist read from one consistent view of a vertical's state.
--- KEYS[1..12] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
---               byfirst, win, vel, meta  (stats/keys.py: VerticalKeys, same order)
+-- KEYS[1..13] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
+--               byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys, same order)
 -- ARGV[1] = read: song | gaps | velocity | trends | stats | bustouts | debuts
 -- ARGV[2] = as_of date (YYYY-MM-DD), ARGV[3] = as_of day number
 -- ARGV[4..] = the read's parameters (see each branch below)
@@ -9,6 +9,7 @@
 
 local K_PERF, K_PLAYS, K_SONGPLAYS, K_SHOWS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6]
 local K_SONGS, K_BYLAST, K_BYFIRST, K_WIN, K_VEL, K_META = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local K_BUST = KEYS[13]
 
 local SEP = '\31'
 
@@ -202,11 +203,14 @@ elseif read == 'stats' then
           first or false, last or false}
 
 elseif read == 'bustouts' then
-  -- ARGV[4] = days, ARGV[5] = gap_threshold, ARGV[6] = gap_shows_threshold (0: none)
+  -- ARGV[4] = days, ARGV[5] = gap_threshold, ARGV[6] = gap_shows_threshold (0: none),
+  -- ARGV[7] = the gap from which plays are indexed in `bust`
   -- -> 8 per row: song, title, day, show_id, gap_days, gap_shows, previous_day, pid
   local days, gap_min, shows_min = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  -- Indexed candidates when the threshold allows, else every play of the window.
+  local source = gap_min >= tonumber(ARGV[7]) and K_BUST or K_PLAYS
   local out = {}
-  for _, pid in ipairs(redis.call('ZRANGEBYSCORE', K_PLAYS, '(' .. (asofday - days), asofday)) do
+  for _, pid in ipairs(redis.call('ZRANGEBYSCORE', source, '(' .. (asofday - days), asofday)) do
     local rec = split(redis.call('HGET', K_PERF, pid))
     local song, date = rec[3], rec[5]
     local prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. song .. '\0' .. date .. '\0' .. pid,

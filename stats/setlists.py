@@ -87,12 +87,12 @@ class SetlistStore:
             return ApplyResult()
         apply_script = script(self.client, "setlist_apply")
         pipe = self.client.pipeline(transaction=False)
-        today_arg = str(day_number(today))
+        head = [str(day_number(today)), str(keys.BUSTOUT_INDEX_DAYS)]
         for vertical, batch in by_vertical.items():
             pipe.sadd(keys.verticals_key(self.prefix), vertical)
             vkeys = list(self.keys(vertical))
             for start in range(0, len(batch), EVENTS_PER_CALL):
-                args = [today_arg]
+                args = list(head)
                 for event in batch[start : start + EVENTS_PER_CALL]:
                     args.extend(_event_args(event))
                 apply_script(keys=vkeys, args=args, client=pipe)
@@ -105,7 +105,8 @@ class SetlistStore:
     def roll(self, vertical: str, today: dt.date) -> None:
         """Move the windowed counters of ``vertical`` forward to ``today`` (no event applied)."""
         script(self.client, "setlist_apply")(
-            keys=list(self.keys(vertical)), args=[str(day_number(today))]
+            keys=list(self.keys(vertical)),
+            args=[str(day_number(today)), str(keys.BUSTOUT_INDEX_DAYS)],
         )
 
     def verticals(self) -> list[str]:
@@ -243,7 +244,15 @@ class SetlistStore:
         gap_shows_threshold: int | None,
     ) -> Bustouts:
         """Plays after a gap of at least ``gap_threshold`` days within the last ``days``."""
-        r = self._read(vertical, "bustouts", as_of, days, gap_threshold, gap_shows_threshold or 0)
+        r = self._read(
+            vertical,
+            "bustouts",
+            as_of,
+            days,
+            gap_threshold,
+            gap_shows_threshold or 0,
+            keys.BUSTOUT_INDEX_DAYS,
+        )
         found: list[tuple[Any, ...]] = [tuple(r[i : i + 8]) for i in range(0, len(r), 8)]
         found.sort(key=lambda b: (-b[4], -b[2], b[0].encode(), b[7].encode()))
         return Bustouts(
