@@ -33,9 +33,10 @@ class Rejection(BaseModel):
 
 
 class IngestAnswer(BaseModel):
-    """What ``POST /events`` did."""
+    """What ``POST /events`` did: the event_ids queued, and each rejection with its reason."""
 
-    accepted: int
+    accepted: list[str]
+    accepted_count: int
     rejected: list[Rejection]
 
 
@@ -104,7 +105,9 @@ def create_app(conns: Connections) -> FastAPI:
             await run_in_threadpool(publisher.publish, events)
         if rejected and publisher.on_rejected is not None:
             await run_in_threadpool(publisher.on_rejected, len(rejected))
-        answer = IngestAnswer(accepted=len(events), rejected=rejected)
+        answer = IngestAnswer(
+            accepted=[e.event_id for e in events], accepted_count=len(events), rejected=rejected
+        )
         status = 202 if events or not rejected else 422
         return JSONResponse(answer.model_dump(), status_code=status)
 

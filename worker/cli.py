@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from stats.settings import get_settings
 from worker import logs
 
@@ -153,7 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``statsworker`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            name = "STATSWORKER_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"statsworker: bad configuration: {name}: {err['msg']}", file=sys.stderr)
+        return 2
     logs.configure(settings.log_format, args.verbose)
     handler: Handler = args.handler
     try:
