@@ -2,8 +2,9 @@
 
 All keys of one vertical share the hash tag ``{v:<vertical>}`` and all keys of one
 creator share ``{c:<creator>}``, so each script touches a single Redis Cluster slot.
-``P`` is the configurable prefix (default ``sw``). Dates are ``YYYY-MM-DD``; a *day*
-is the number of days since 1970-01-01 (negative before it).
+``P`` is the configurable prefix (default ``sw``). Dates are ``YYYY-MM-DD``; sorted-set
+scores that are dates are written ``YYYYMMDD`` (``19770508``), so ``redis-cli`` output
+reads as a date and score ranges are date ranges.
 
 Setlists, per vertical ``V`` (``P:{v:V}:<name>``):
 
@@ -14,21 +15,21 @@ perf        hash   performance_id -> winning event: ``version``, then ``R`` (pre
                    with song, show_id, show_date, song_title; or ``X`` (retracted).
                    Fields are separated by the byte 0x1F. ``version`` is the UTC
                    microsecond timestamp (18 digits) + ``|`` + event_id.
-plays       zset   performance_id scored by its show day (present performances only)
+plays       zset   performance_id scored by its show date (present performances only)
 songplays   zset   ``song\\0date\\0performance_id``, all scores 0: lexical order is
                    (song, date, performance_id), so one song's plays are one range
-shows       zset   ``date\\0show_id`` scored by show day: shows with >= 1 performance
+shows       zset   ``date\\0show_id`` scored by show date: shows with >= 1 performance
 showperfs   hash   ``date\\0show_id`` -> number of present performances
 months      hash   ``p:YYYY-MM`` -> performances, ``s:YYYY-MM`` -> shows in that month
 songs       hash   song -> ``total_plays 0x1F song_title`` over all present plays
-bylast      zset   song scored by the day of its last play
-byfirst     zset   song scored by the day of its first play (debut)
-win         hash   song -> ``p30 0x1F p90 0x1F p365``: plays in the windows ending
-                   on the day stored in ``meta``/``today``
+bylast      zset   song scored by the date of its last play
+byfirst     zset   song scored by the date of its first play (debut)
+win         hash   song -> ``p30 0x1F p90 0x1F p365``: plays in the 30/90/365 days
+                   ending on the date stored in ``meta``/``today``
 vel         zset   song scored by ``-(3*p30 + 2*p90 + p365)`` for songs played on or
                    before ``today``; ascending order is the velocity ranking
-meta        hash   ``today`` -> the day the windowed counters are kept for
-bust        zset   performance_id scored by its show day, for the plays whose
+meta        hash   ``today`` -> the date (YYYY-MM-DD) windowed counters are kept for
+bust        zset   performance_id scored by its show date, for the plays whose
                    previous play of the same song lies at least 60 days earlier
                    (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
 ==========  =====  ===============================================================
@@ -38,7 +39,7 @@ Videos, per creator ``C`` (``P:{c:C}:<name>``):
 ==========  =====  ===============================================================
 video       hash   video_id -> record: posted, deleted and metrics versions, static
                    fields and the winning metrics (fields separated by 0x1F)
-days        zset   date_posted scored by its day, while >= 1 present video has it
+days        zset   date_posted scored YYYYMMDD, while >= 1 present video has it
 day         hash   ``date:<field>`` -> sum of that field over the present videos
                    posted that day; fields: n (videos), views, likes, comments,
                    shares, bookmarks, new_followers, rh and rl (engagement-rate sum

@@ -1,11 +1,14 @@
 -- Applies a batch of performance events of one vertical, atomically.
 -- KEYS[1..13] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
 --               byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys, same order)
--- ARGV[1]     = today: the day number the caller's clock reads; ARGV[2] = the gap (days)
+-- ARGV[1]     = today: the date (YYYY-MM-DD) the caller's clock reads; ARGV[2] = the gap (days)
 --               from which a play is indexed in `bust` (stats/keys.py: BUSTOUT_INDEX_DAYS)
 -- ARGV[3..]   = 7 per event: op (R = recorded, X = retracted), performance_id,
 --               version, song, show_id, show_date (YYYY-MM-DD), song_title
 -- Returns {applied, stale}: events that changed the winner, events that lost to it.
+--
+-- Sorted-set scores are dates written as numbers (YYYYMMDD), readable in redis-cli;
+-- day arithmetic uses day numbers (days since 1970-01-01) computed here.
 --
 -- Every read happens before the writes it decides, and no write can fail on valid
 -- input, so an error never leaves half an event behind.
@@ -55,6 +58,26 @@ local function day_of(date)
   return era * 146097 + doe - 719468
 end
 
+-- The YYYYMMDD score of a day number.
+local function ymd_of_day(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y * 10000 + m * 100 + d
+end
+
+-- The YYYYMMDD score of a YYYY-MM-DD date.
+local function ymd(date)
+  return tonumber(string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10))
+end
+
 local touched = {}   -- song -> true: summary, windows and velocity to refresh
 local wdelta = {}    -- song -> {d30, d90, d365}
 
@@ -69,8 +92,9 @@ local function bump(song, i, by)
 end
 
 -- The clock: counters are kept for the latest day any caller has seen.
-local now = tonumber(ARGV[1])
-local today = tonumber(redis.call('HGET', K_META, 'today') or '')
+local now = day_of(ARGV[1])
+local stored = redis.call('HGET', K_META, 'today')
+local today = stored and day_of(stored) or nil
 
 local function song_of(pid)
   local rec = redis.call('HGET', K_PERF, pid)
@@ -80,17 +104,19 @@ end
 local function count_range(lo, hi, i, by)
   -- plays with lo < day <= hi move window i by `by`
   if hi <= lo then return end
-  local pids = redis.call('ZRANGEBYSCORE', K_PLAYS, '(' .. lo, hi)
+  local pids = redis.call('ZRANGEBYSCORE', K_PLAYS, '(' .. ymd_of_day(lo), ymd_of_day(hi))
   for _, pid in ipairs(pids) do bump(song_of(pid), i, by) end
 end
 
 if today == nil or now - today >= 365 then
   -- First use, or a jump of a year or more: recount the windows from the last year.
   redis.call('DEL', K_WIN, K_VEL)
-  for _, song in ipairs(redis.call('ZRANGEBYSCORE', K_BYFIRST, '-inf', now)) do touched[song] = true end
+  for _, song in ipairs(redis.call('ZRANGEBYSCORE', K_BYFIRST, '-inf', ymd_of_day(now))) do
+    touched[song] = true
+  end
   for i, w in ipairs(WINDOWS) do count_range(now - w, now, i, 1) end
   today = now
-  redis.call('HSET', K_META, 'today', today)
+  redis.call('HSET', K_META, 'today', ARGV[1])
 elseif now > today then
   -- Roll forward: plays leaving each window go out, plays reaching today come in.
   for i, w in ipairs(WINDOWS) do
@@ -98,7 +124,7 @@ elseif now > today then
     count_range(math.max(today, now - w), now, i, 1)
   end
   today = now
-  redis.call('HSET', K_META, 'today', today)
+  redis.call('HSET', K_META, 'today', ARGV[1])
 end
 
 local function month_of(date) return string.sub(date, 1, 7) end
@@ -107,10 +133,10 @@ local function month_of(date) return string.sub(date, 1, 7) end
 -- play of the song lies at least BUST_DAYS earlier.
 local function reindex(song, member)
   local prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. member, '[' .. song .. '\0', 'LIMIT', 0, 1)[1]
-  local day = day_of(string.sub(member, #song + 2, #song + 11))
+  local date = string.sub(member, #song + 2, #song + 11)
   local pid = string.sub(member, #song + 13)
-  if prev and day - day_of(string.sub(prev, #song + 2, #song + 11)) >= BUST_DAYS then
-    redis.call('ZADD', K_BUST, day, pid)
+  if prev and day_of(date) - day_of(string.sub(prev, #song + 2, #song + 11)) >= BUST_DAYS then
+    redis.call('ZADD', K_BUST, ymd(date), pid)
   else
     redis.call('ZREM', K_BUST, pid)
   end
@@ -122,7 +148,7 @@ end
 
 local function add_play(pid, song, show_id, date)
   local day = day_of(date)
-  redis.call('ZADD', K_PLAYS, day, pid)
+  redis.call('ZADD', K_PLAYS, ymd(date), pid)
   local member = song .. '\0' .. date .. '\0' .. pid
   redis.call('ZADD', K_SONGPLAYS, 0, member)
   reindex(song, member)
@@ -130,7 +156,7 @@ local function add_play(pid, song, show_id, date)
   if following then reindex(song, following) end
   local show = date .. '\0' .. show_id
   if redis.call('HINCRBY', K_SHOWPERFS, show, 1) == 1 then
-    redis.call('ZADD', K_SHOWS, day, show)
+    redis.call('ZADD', K_SHOWS, ymd(date), show)
     redis.call('HINCRBY', K_MONTHS, 's:' .. month_of(date), 1)
   end
   redis.call('HINCRBY', K_MONTHS, 'p:' .. month_of(date), 1)
@@ -199,12 +225,12 @@ for song in pairs(touched) do
   else
     local first = redis.call('ZRANGEBYLEX', K_SONGPLAYS, lo, hi, 'LIMIT', 0, 1)[1]
     local last = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, hi, lo, 'LIMIT', 0, 1)[1]
-    local firstday = day_of(string.sub(first, #song + 2, #song + 11))
-    local lastday = day_of(string.sub(last, #song + 2, #song + 11))
+    local firstdate = string.sub(first, #song + 2, #song + 11)
+    local firstday = day_of(firstdate)
     local title = split(redis.call('HGET', K_PERF, string.sub(last, #song + 13)))[6]
     redis.call('HSET', K_SONGS, song, n .. SEP .. title)
-    redis.call('ZADD', K_BYLAST, lastday, song)
-    redis.call('ZADD', K_BYFIRST, firstday, song)
+    redis.call('ZADD', K_BYLAST, ymd(string.sub(last, #song + 2, #song + 11)), song)
+    redis.call('ZADD', K_BYFIRST, ymd(firstdate), song)
     local w = {0, 0, 0}
     local cur = redis.call('HGET', K_WIN, song)
     if cur then

@@ -2,10 +2,10 @@
 -- KEYS[1..13] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
 --               byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys, same order)
 -- ARGV[1] = read: song | gaps | velocity | trends | stats | bustouts | debuts
--- ARGV[2] = as_of date (YYYY-MM-DD), ARGV[3] = as_of day number
+-- ARGV[2] = as_of date (YYYY-MM-DD), ARGV[3] = as_of as a YYYYMMDD number (the score form)
 -- ARGV[4..] = the read's parameters (see each branch below)
 -- Returns false when the vertical has no state; otherwise a flat array whose layout
--- each branch documents. Day numbers are returned as numbers, dates as YYYY-MM-DD.
+-- each branch documents. Scores (dates as YYYYMMDD numbers) are returned as numbers.
 
 local K_PERF, K_PLAYS, K_SONGPLAYS, K_SHOWS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6]
 local K_SONGS, K_BYLAST, K_BYFIRST, K_WIN, K_VEL, K_META = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
@@ -39,6 +39,10 @@ local function split(s)
   end
 end
 
+local function ymd(date)
+  return tonumber(string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10))
+end
+
 local function day_of(date)
   local y = tonumber(string.sub(date, 1, 4))
   local m = tonumber(string.sub(date, 6, 7))
@@ -51,7 +55,7 @@ local function day_of(date)
   return era * 146097 + doe - 719468
 end
 
-local read, asof, asofday = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local read, asof, asofday = ARGV[1], ARGV[2], tonumber(ARGV[3])  -- asofday: YYYYMMDD
 
 local function title_of(song)
   local s = redis.call('HGET', K_SONGS, song)
@@ -78,9 +82,9 @@ local function first_play(song)
   return string.sub(m, #song + 2, #song + 11), string.sub(m, #song + 13)
 end
 
-local function shows_between(lo_day, hi_day)
-  -- shows dated lo_day < d <= hi_day
-  return redis.call('ZCOUNT', K_SHOWS, '(' .. lo_day, hi_day)
+local function shows_between(lo, hi)
+  -- shows dated lo < d <= hi (YYYYMMDD)
+  return redis.call('ZCOUNT', K_SHOWS, '(' .. lo, hi)
 end
 
 local function show_id_of(pid)
@@ -89,19 +93,18 @@ end
 
 if read == 'song' then
   -- ARGV[4] = song, ARGV[5..7] = dates as_of-30, as_of-90, as_of-365
-  -- -> {title, total, first_day, last_day, shows_since, p30, p90, p365} or {}
+  -- -> {title, total, first_date, last_date, shows_since, p30, p90, p365} or {}
   local song = ARGV[4]
   local total = plays_upto(song, nil)
   if total == 0 then return {} end
   local last = last_upto(song)
   local first = first_play(song)
-  local lastday = day_of(last)
-  return {title_of(song), total, day_of(first), lastday, shows_between(lastday, asofday),
+  return {title_of(song), total, first, last, shows_between(ymd(last), asofday),
           plays_upto(song, ARGV[5]), plays_upto(song, ARGV[6]), plays_upto(song, ARGV[7])}
 
 elseif read == 'gaps' then
   -- ARGV[4] = min_plays, ARGV[5] = limit
-  -- -> 6 per row: song, title, last_day, total, first_day, shows_since
+  -- -> 6 per row: song, title, last play, total, first play (YYYYMMDD), shows_since
   local min_plays, limit = math.max(tonumber(ARGV[4]), 1), tonumber(ARGV[5])
   local rows = {}
   local newest = redis.call('ZRANGE', K_PLAYS, -1, -1, 'WITHSCORES')[2]
@@ -129,7 +132,7 @@ elseif read == 'gaps' then
       local total = plays_upto(song, nil)
       if total >= min_plays then
         local last = last_upto(song)
-        cand[#cand + 1] = {song, title_of(song), day_of(last), total,
+        cand[#cand + 1] = {song, title_of(song), ymd(last), total,
                            tonumber(redis.call('ZSCORE', K_BYFIRST, song))}
       end
     end
@@ -152,8 +155,7 @@ elseif read == 'velocity' then
   -- -> 6 per row: song, title, p30, p90, p365, total
   local limit = tonumber(ARGV[4])
   local rows = {}
-  local today = tonumber(redis.call('HGET', K_META, 'today') or '')
-  if today == asofday then
+  if redis.call('HGET', K_META, 'today') == asof then
     -- Counters are kept for this very day: the ranking is stored.
     local ranked = redis.call('ZRANGE', K_VEL, 0, limit - 1)
     for _, song in ipairs(ranked) do
@@ -187,7 +189,7 @@ elseif read == 'velocity' then
   return out
 
 elseif read == 'trends' then
-  -- ARGV[4] = day number of the first day of as_of's month
+  -- ARGV[4] = the first day of as_of's month (YYYYMMDD)
   -- -> {performances in as_of's month up to as_of, shows likewise, month fields...}
   local from = tonumber(ARGV[4])
   local out = {redis.call('ZCOUNT', K_PLAYS, from, asofday), redis.call('ZCOUNT', K_SHOWS, from, asofday)}
@@ -195,7 +197,7 @@ elseif read == 'trends' then
   return out
 
 elseif read == 'stats' then
-  -- -> {shows, performances, songs played, songs known, first_show_day, last_show_day}
+  -- -> {shows, performances, songs played, songs known, first show, last show (YYYYMMDD)}
   local first = redis.call('ZRANGEBYSCORE', K_SHOWS, '-inf', asofday, 'WITHSCORES', 'LIMIT', 0, 1)[2]
   local last = redis.call('ZREVRANGEBYSCORE', K_SHOWS, asofday, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
   return {redis.call('ZCOUNT', K_SHOWS, '-inf', asofday), redis.call('ZCOUNT', K_PLAYS, '-inf', asofday),
@@ -203,25 +205,26 @@ elseif read == 'stats' then
           first or false, last or false}
 
 elseif read == 'bustouts' then
-  -- ARGV[4] = days, ARGV[5] = gap_threshold, ARGV[6] = gap_shows_threshold (0: none),
-  -- ARGV[7] = the gap from which plays are indexed in `bust`
-  -- -> 8 per row: song, title, day, show_id, gap_days, gap_shows, previous_day, pid
-  local days, gap_min, shows_min = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  -- ARGV[4] = as_of - days (YYYYMMDD, excluded), ARGV[5] = gap_threshold,
+  -- ARGV[6] = gap_shows_threshold (0: none), ARGV[7] = the gap from which plays are
+  -- indexed in `bust`
+  -- -> 8 per row: song, title, date, show_id, gap_days, gap_shows, previous date, pid
+  local from, gap_min, shows_min = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
   -- Indexed candidates when the threshold allows, else every play of the window.
   local source = gap_min >= tonumber(ARGV[7]) and K_BUST or K_PLAYS
   local out = {}
-  for _, pid in ipairs(redis.call('ZRANGEBYSCORE', source, '(' .. (asofday - days), asofday)) do
+  for _, pid in ipairs(redis.call('ZRANGEBYSCORE', source, '(' .. from, asofday)) do
     local rec = split(redis.call('HGET', K_PERF, pid))
     local song, date = rec[3], rec[5]
     local prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. song .. '\0' .. date .. '\0' .. pid,
       '[' .. song .. '\0', 'LIMIT', 0, 1)[1]
     if prev then
-      local day, prevday = day_of(date), day_of(string.sub(prev, #song + 2, #song + 11))
-      local gap = day - prevday
+      local prevdate = string.sub(prev, #song + 2, #song + 11)
+      local gap = day_of(date) - day_of(prevdate)
       if gap >= gap_min then
-        local gap_shows = shows_between(prevday, day)
+        local gap_shows = shows_between(ymd(prevdate), ymd(date))
         if gap_shows >= shows_min then
-          for _, v in ipairs({song, title_of(song), day, rec[4], gap, gap_shows, prevday, pid}) do
+          for _, v in ipairs({song, title_of(song), date, rec[4], gap, gap_shows, prevdate, pid}) do
             out[#out + 1] = v
           end
         end
@@ -231,10 +234,10 @@ elseif read == 'bustouts' then
   return out
 
 elseif read == 'debuts' then
-  -- ARGV[4] = days -> 5 per row: song, title, debut_day, show_id, plays up to as_of
-  local days = tonumber(ARGV[4])
+  -- ARGV[4] = as_of - days (YYYYMMDD, excluded)
+  -- -> 5 per row: song, title, debut (YYYYMMDD), show_id, plays up to as_of
   local out = {}
-  local found = redis.call('ZRANGEBYSCORE', K_BYFIRST, '(' .. (asofday - days), asofday, 'WITHSCORES')
+  local found = redis.call('ZRANGEBYSCORE', K_BYFIRST, '(' .. ARGV[4], asofday, 'WITHSCORES')
   for i = 1, #found, 2 do
     local song = found[i]
     local _, pid = first_play(song)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from events.schemas import PerformanceEvent, PerformanceRecorded
 from stats import keys
-from stats.dates import day_number, from_day, quarter_of, round1
+from stats.dates import from_ymd, quarter_of, round1, ymd
 from stats.scripts import script
 from stats.setlist_models import (
     Bustout,
@@ -87,7 +87,7 @@ class SetlistStore:
             return ApplyResult()
         apply_script = script(self.client, "setlist_apply")
         pipe = self.client.pipeline(transaction=False)
-        head = [str(day_number(today)), str(keys.BUSTOUT_INDEX_DAYS)]
+        head = [today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)]
         for vertical, batch in by_vertical.items():
             pipe.sadd(keys.verticals_key(self.prefix), vertical)
             vkeys = list(self.keys(vertical))
@@ -106,7 +106,7 @@ class SetlistStore:
         """Move the windowed counters of ``vertical`` forward to ``today`` (no event applied)."""
         script(self.client, "setlist_apply")(
             keys=list(self.keys(vertical)),
-            args=[str(day_number(today)), str(keys.BUSTOUT_INDEX_DAYS)],
+            args=[today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)],
         )
 
     def verticals(self) -> list[str]:
@@ -118,7 +118,7 @@ class SetlistStore:
     def _read(self, vertical: str, read: str, as_of: dt.date, *params: Any) -> list[Any]:
         reply = script(self.client, "setlist_read")(
             keys=list(self.keys(vertical)),
-            args=[read, as_of.isoformat(), day_number(as_of), *params],
+            args=[read, as_of.isoformat(), ymd(as_of), *params],
         )
         if reply is None:
             raise UnknownVertical(vertical)
@@ -133,16 +133,17 @@ class SetlistStore:
         r = self._read(vertical, "song", as_of, song, *self._window_dates(as_of))
         if not r:
             return None
-        title, total, first, last, shows_since, p30, p90, p365 = r
+        title, total, first_date, last_date, shows_since, p30, p90, p365 = r
+        first, last = dt.date.fromisoformat(first_date), dt.date.fromisoformat(last_date)
         return SongFigures(
             song_id=song,
             song_slug=song,
             song_title=title,
             total_plays=total,
-            first_played=from_day(first),
-            last_played=from_day(last),
-            days_since_played=day_number(as_of) - last,
-            average_gap_days=round1((last - first) / (total - 1)) if total > 1 else None,
+            first_played=first,
+            last_played=last,
+            days_since_played=(as_of - last).days,
+            average_gap_days=_average_gap(first, last, total),
             shows_since_played=shows_since,
             plays_last_30_days=p30,
             plays_last_90_days=p90,
@@ -153,19 +154,19 @@ class SetlistStore:
     def gaps(self, vertical: str, as_of: dt.date, min_plays: int, limit: int) -> list[GapRow]:
         """Songs with ``total_plays >= min_plays``, longest since played first."""
         r = self._read(vertical, "gaps", as_of, min_plays, limit)
-        today = day_number(as_of)
         rows = []
         for i in range(0, len(r), 6):
-            song, title, last, total, first, shows_since = r[i : i + 6]
+            song, title, last_ymd, total, first_ymd, shows_since = r[i : i + 6]
+            last, first = from_ymd(last_ymd), from_ymd(first_ymd)
             rows.append(
                 GapRow(
                     song_id=song,
                     song_title=title,
                     song_slug=song,
-                    last_played=from_day(last),
-                    days_since_played=today - last,
+                    last_played=last,
+                    days_since_played=(as_of - last).days,
                     total_plays=total,
-                    average_gap_days=round1((last - first) / (total - 1)) if total > 1 else None,
+                    average_gap_days=_average_gap(first, last, total),
                     shows_since_played=shows_since,
                 )
             )
@@ -193,8 +194,7 @@ class SetlistStore:
 
     def trends(self, vertical: str, as_of: dt.date, period: str) -> Trends:
         """Shows and performances per month or quarter, oldest first."""
-        month_start = as_of.replace(day=1)
-        r = self._read(vertical, "trends", as_of, day_number(month_start))
+        r = self._read(vertical, "trends", as_of, ymd(as_of.replace(day=1)))
         current = f"{as_of.year:04d}-{as_of.month:02d}"
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for i in range(2, len(r), 2):
@@ -231,8 +231,8 @@ class SetlistStore:
             total_performances=perfs,
             unique_songs_played=played,
             avg_songs_per_show=round1(perfs / shows) if shows else 0.0,
-            first_show=from_day(int(first)) if first is not None else None,
-            last_show=from_day(int(last)) if last is not None else None,
+            first_show=from_ymd(first) if first is not None else None,
+            last_show=from_ymd(last) if last is not None else None,
         )
 
     def bustouts(
@@ -248,13 +248,13 @@ class SetlistStore:
             vertical,
             "bustouts",
             as_of,
-            days,
+            ymd(as_of - dt.timedelta(days=days)),
             gap_threshold,
             gap_shows_threshold or 0,
             keys.BUSTOUT_INDEX_DAYS,
         )
         found: list[tuple[Any, ...]] = [tuple(r[i : i + 8]) for i in range(0, len(r), 8)]
-        found.sort(key=lambda b: (-b[4], -b[2], b[0].encode(), b[7].encode()))
+        found.sort(key=lambda b: (-b[4], _desc(b[2]), b[0].encode(), b[7].encode()))
         return Bustouts(
             vertical=vertical,
             threshold_days=gap_threshold,
@@ -262,11 +262,11 @@ class SetlistStore:
                 Bustout(
                     song_title=title,
                     song_slug=song,
-                    bustout_date=from_day(day),
+                    bustout_date=dt.date.fromisoformat(day),
                     show_slug=show_id,
                     gap_days=gap,
                     gap_shows=gap_shows,
-                    previous_play=from_day(prev),
+                    previous_play=dt.date.fromisoformat(prev),
                 )
                 for song, title, day, show_id, gap, gap_shows, prev, _pid in found
             ],
@@ -274,9 +274,9 @@ class SetlistStore:
 
     def debuts(self, vertical: str, as_of: dt.date, days: int) -> Debuts:
         """Songs whose first play lies in the last ``days`` days, newest first."""
-        r = self._read(vertical, "debuts", as_of, days)
+        r = self._read(vertical, "debuts", as_of, ymd(as_of - dt.timedelta(days=days)))
         found: list[tuple[Any, ...]] = [tuple(r[i : i + 5]) for i in range(0, len(r), 5)]
-        found.sort(key=lambda d: (-d[2], d[0].encode()))
+        found.sort(key=lambda d: (-int(d[2]), d[0].encode()))
         return Debuts(
             vertical=vertical,
             period_days=days,
@@ -284,7 +284,7 @@ class SetlistStore:
                 Debut(
                     song_title=title,
                     song_slug=song,
-                    debut_date=from_day(day),
+                    debut_date=from_ymd(day),
                     show_slug=show_id,
                     times_played_since=total,
                 )
@@ -293,7 +293,11 @@ class SetlistStore:
         )
 
 
-def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    """Consecutive slices of at most ``size`` items."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _desc(date: str) -> int:
+    """Sort key putting later ISO dates first."""
+    return -int(date.replace("-", ""))
+
+
+def _average_gap(first: dt.date, last: dt.date, total: int) -> float | None:
+    """``(last - first) / (total - 1)`` in days, one decimal; None below two plays."""
+    return round1((last - first).days / (total - 1)) if total > 1 else None
