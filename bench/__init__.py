@@ -1,0 +1,1 @@
+"""The statsworker benchmark: ingest, reads, SQL baselines and memory, as one table."""

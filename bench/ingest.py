@@ -1,0 +1,82 @@
+"""Ingest throughput, end to end: publish (validate, enqueue) -> workers -> state applied."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rq import Queue
+from rq.registry import FailedJobRegistry
+
+from bench.procs import delete_pattern
+from events.publisher import Publisher
+from stats import keys
+
+POLL_SECONDS = 0.002
+"""How often the applied counter is read while waiting for the workers."""
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    """One publish-to-applied measurement."""
+
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Events per second, end to end."""
+        return self.events / self.seconds
+
+
+def applied_count(client: Any, prefix: str) -> int:
+    """Events the workers have applied (won or stale) under ``prefix``, from the metrics hash."""
+    values = client.hmget(
+        keys.metrics_key(prefix), "applied:performance.recorded", "applied:performance.retracted"
+    )
+    return sum(int(v) for v in values if v is not None)
+
+
+def failed_reasons(queue: Queue) -> list[str]:
+    """The ids of the queue's failed jobs (a failing run says why instead of timing out)."""
+    return list(FailedJobRegistry(queue=queue).get_job_ids())
+
+
+def reset_state(client: Any, prefix: str) -> None:
+    """Forget every state and metrics key of ``prefix`` (the queue's keys stay)."""
+    delete_pattern(client, keys.all_keys_pattern(prefix))
+
+
+def ingest_once(
+    client: Any,
+    queue: Queue,
+    prefix: str,
+    events: Sequence[dict[str, Any]],
+    batch_size: int,
+    timeout: float,
+) -> IngestRun:
+    """Publish ``events`` in jobs of ``batch_size`` and wait until all are applied."""
+    reset_state(client, prefix)
+    publisher = Publisher(queue, batch_size=batch_size)
+    started = time.perf_counter()
+    report = publisher.publish_objects(events)
+    if report.rejected:
+        raise RuntimeError(f"benchmark events were rejected: {report.rejected[:3]}")
+    deadline = time.monotonic() + timeout
+    while applied_count(client, prefix) < len(events):
+        if time.monotonic() > deadline:
+            failed = failed_reasons(queue)
+            raise TimeoutError(
+                f"{applied_count(client, prefix)} of {len(events)} events applied after "
+                f"{timeout:.0f} s; failed jobs: {failed[:5]}"
+            )
+        time.sleep(POLL_SECONDS)
+    return IngestRun(len(events), time.perf_counter() - started)
+
+
+def median_rate(runs: Sequence[IngestRun]) -> float:
+    """Median events per second over several runs."""
+    return statistics.median(r.rate for r in runs)

@@ -1,0 +1,138 @@
+"""Read latency per route: in process (the route function) and over HTTP (uvicorn)."""
+
+from __future__ import annotations
+
+import http.client
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from api_stub import setlist_routes
+
+
+@dataclass(frozen=True)
+class Route:
+    """One read: its table label, its in-process call and its HTTP path (given a song)."""
+
+    label: str
+    call: Callable[[Any, str, str], Any]
+    path: Callable[[str, str], str]
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "song (one song)",
+        lambda c, v, s: setlist_routes.song(c, v, s),
+        lambda v, s: f"/analytics/songs/{v}/{s}",
+    ),
+    Route(
+        "gaps (50 rows)",
+        lambda c, v, s: setlist_routes.gaps(c, v),
+        lambda v, s: f"/analytics/gaps/{v}",
+    ),
+    Route(
+        "velocity (50 rows)",
+        lambda c, v, s: setlist_routes.velocity(c, v),
+        lambda v, s: f"/analytics/velocity/{v}",
+    ),
+    Route(
+        "trends month",
+        lambda c, v, s: setlist_routes.trends(c, v, period="month"),
+        lambda v, s: f"/analytics/trends/{v}?period=month",
+    ),
+    Route(
+        "trends quarter",
+        lambda c, v, s: setlist_routes.trends(c, v, period="quarter"),
+        lambda v, s: f"/analytics/trends/{v}?period=quarter",
+    ),
+    Route(
+        "stats",
+        lambda c, v, s: setlist_routes.stats(c, v),
+        lambda v, s: f"/analytics/stats/{v}",
+    ),
+    Route(
+        "bustouts",
+        lambda c, v, s: setlist_routes.bustouts(c, v),
+        lambda v, s: f"/analytics/bustouts/{v}",
+    ),
+    Route(
+        "debut-songs",
+        lambda c, v, s: setlist_routes.debut_songs(c, v),
+        lambda v, s: f"/analytics/debut-songs/{v}",
+    ),
+)
+"""Every setlist route with its default parameters (as a front end calls them)."""
+
+
+@dataclass(frozen=True)
+class Latency:
+    """p50 and p99 of one route, in milliseconds."""
+
+    p50: float
+    p99: float
+
+
+def summarize(samples: list[float]) -> Latency:
+    """p50 and p99 of samples in seconds, as milliseconds."""
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return Latency(statistics.median(ordered) * 1e3, p99 * 1e3)
+
+
+def _interleaved(
+    timed: Callable[[Route, int], float], calls: int, rounds: int, warmup: int = 3
+) -> dict[str, Latency]:
+    # Routes take turns, round after round, so a burst of load on the shared machine
+    # lands on every route alike rather than on whichever ran at that moment.
+    samples: dict[str, list[float]] = {r.label: [] for r in ROUTES}
+    for route in ROUTES:
+        for i in range(warmup):
+            timed(route, i)
+    per_round = max(1, calls // rounds)
+    for rnd in range(rounds):
+        for route in ROUTES:
+            for i in range(per_round):
+                samples[route.label].append(timed(route, rnd * per_round + i))
+    return {label: summarize(s) for label, s in samples.items()}
+
+
+def in_process(
+    conns: Any, vertical: str, songs: list[str], calls: int, rounds: int
+) -> dict[str, Latency]:
+    """Latency of each route function called directly with the process's connections.
+
+    The one-song route asks about ``songs`` in turn.
+    """
+
+    def timed(route: Route, i: int) -> float:
+        song = songs[i % len(songs)]
+        started = time.perf_counter()
+        route.call(conns, vertical, song)
+        return time.perf_counter() - started
+
+    return _interleaved(timed, calls, rounds)
+
+
+def over_http(
+    port: int, vertical: str, songs: list[str], calls: int, rounds: int
+) -> dict[str, Latency]:
+    """Latency of each route over HTTP/1.1 keep-alive to the API on ``port``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def timed(route: Route, i: int) -> float:
+        path = route.path(vertical, songs[i % len(songs)])
+        started = time.perf_counter()
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        elapsed = time.perf_counter() - started
+        if response.status != 200:
+            raise RuntimeError(f"GET {path} -> {response.status}: {body[:200]!r}")
+        return elapsed
+
+    try:
+        return _interleaved(timed, calls, rounds)
+    finally:
+        conn.close()

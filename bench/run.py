@@ -1,0 +1,488 @@
+"""Run the statsworker benchmark and print one table.
+
+    python bench/run.py                 # full: 35k, 350k and 3.5M performances
+    python bench/run.py --quick         # seconds: what CI runs so the benchmark cannot rot
+    python bench/run.py --scale 1,10    # pick the scales (multiples of the real 35,425)
+
+Ingest is measured end to end (publish -> applied) with ``statsworker worker``
+processes on a private queue and key prefix; reads call each route in process and over
+HTTP (``statsworker api`` on a free port); the SQL baselines run on a private schema of
+PostgreSQL database ``test``. Every key, queue and schema the run makes is removed at
+the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis
+from rq import Queue
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from bench import data, ingest, reads, seed_sql, state
+from bench.procs import Children, delete_pattern, start_api, start_workers
+from bench.table import Table, ms, rate, times
+from stats.setlists import SetlistStore
+from stats.settings import Settings
+
+DEFAULT_REDIS_URL = os.environ.get("STATSWORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
+DEFAULT_PG_URL = os.environ.get("STATSWORKER_BENCH_PG_URL", seed_sql.DEFAULT_PG_URL)
+MIN_PLAYS, LIMIT = 5, 50
+"""The gaps read every baseline answers (the route's defaults)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much the run measures."""
+
+    scales: list[float]
+    runs: int
+    ingest_events: int
+    baseline_events: int
+    batch_sizes: tuple[int, int]
+    read_calls: int
+    http_calls: int
+    rounds: int
+    lazy_max_scale: float
+    sql_budget_seconds: float
+
+
+FULL = Plan(
+    scales=[1, 10, 100],
+    runs=3,
+    ingest_events=0,  # the whole data set
+    baseline_events=1000,
+    batch_sizes=(1000, 5000),
+    read_calls=300,
+    http_calls=150,
+    rounds=5,
+    lazy_max_scale=1,
+    sql_budget_seconds=120,
+)
+QUICK = Plan(
+    scales=[0.1],
+    runs=1,
+    ingest_events=2000,
+    baseline_events=60,
+    batch_sizes=(200, 1000),
+    read_calls=20,
+    http_calls=10,
+    rounds=2,
+    lazy_max_scale=1,
+    sql_budget_seconds=20,
+)
+
+
+@dataclass
+class Context:
+    """What the run owns, for the final clean-up."""
+
+    client: Any
+    raw: Any
+    redis_url: str
+    pg_url: str
+    run_id: str = field(default_factory=lambda: f"swbench{uuid.uuid4().hex[:8]}")
+    prefixes: list[str] = field(default_factory=list)
+    queues: list[Queue] = field(default_factory=list)
+
+    def prefix(self, what: str) -> str:
+        """A fresh private key prefix, removed at the end."""
+        p = f"{self.run_id}{what}"
+        self.prefixes.append(p)
+        return p
+
+    def cleanup(self) -> None:
+        """Delete every key, queue and failed job this run made."""
+        for queue in self.queues:
+            registry = FailedJobRegistry(queue=queue)
+            for job_id in registry.get_job_ids():
+                self.raw.delete(f"rq:job:{job_id}")
+            delete_pattern(self.raw, f"*{queue.name}*")
+        for p in self.prefixes:
+            state.drop_prefix(self.raw, p)
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout holds the table only."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def label_of(n: int) -> str:
+    """``35k``, ``350k``, ``3.5M``: a column name for a number of performances."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1000:.0f}k" if n >= 10_000 else f"{n / 1000:.1f}k"
+
+
+def median_time(fn: Callable[[], Any], runs: int, budget: float) -> tuple[float, Any, int]:
+    """Median seconds of up to ``runs`` calls (fewer when over ``budget`` s), last answer."""
+    samples: list[float] = []
+    answer: Any = None
+    started = time.monotonic()
+    while len(samples) < runs and (not samples or time.monotonic() - started < budget):
+        t = time.perf_counter()
+        answer = fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples), answer, len(samples)
+
+
+# -- ingest --------------------------------------------------------------------------
+
+
+def bench_ingest(ctx: Context, plan: Plan, table: Table, column: str) -> None:
+    """Publish -> applied throughput, 1 and 2 workers, two batch sizes, and a job per event."""
+    plays = data.load_plays()
+    events = [data.event_dict(p) for p in data.scaled_plays(plays, 1)]
+    if plan.ingest_events:
+        events = events[: plan.ingest_events]
+    today = data.last_date(list(data.scaled_plays(plays, 1)))
+    prefix = ctx.prefix("i")
+    queue = Queue(f"{prefix}-q", connection=ctx.raw, serializer=JSONSerializer)
+    ctx.queues.append(queue)
+    children = Children(ctx.redis_url, prefix, queue.name, today)
+    timeout = max(120.0, len(events) / 200)
+    small, big = plan.batch_sizes
+    results: dict[str, float] = {}
+    try:
+        start_workers(children, queue, 1)
+        log(f"ingest: job-per-event baseline, {plan.baseline_events} events")
+        base = [
+            ingest.ingest_once(
+                ctx.client, queue, prefix, events[: plan.baseline_events], 1, timeout
+            )
+            for _ in range(plan.runs)
+        ]
+        results["baseline"] = ingest.median_rate(base)
+        for workers in (1, 2):
+            start_workers(children, queue, workers)
+            for size in (small, big):
+                log(f"ingest: {workers} worker(s), batches of {size}, {len(events)} events")
+                runs = [
+                    ingest.ingest_once(ctx.client, queue, prefix, events, size, timeout)
+                    for _ in range(plan.runs)
+                ]
+                results[f"{workers}:{size}"] = ingest.median_rate(runs)
+        check = SetlistStore(ctx.client, prefix).stats(data.VERTICAL, today)
+        unique = len({e["performance_id"] for e in events})
+        ok = check.total_performances == unique
+        table.notes.append(
+            f"ingest state check: {check.total_performances} performances applied for "
+            f"{unique} published ({'ok' if ok else 'MISMATCH'})"
+        )
+    finally:
+        children.stop_all()
+        state.drop_prefix(ctx.raw, prefix)
+    table.section(f"ingest, {len(events):,} events end to end (events/s, median of {plan.runs})")
+    for workers in (1, 2):
+        for size in (small, big):
+            table.add(
+                f"ingest {workers} worker{'s' if workers > 1 else ''}, batches of {size}",
+                {column: rate(results[f"{workers}:{size}"])},
+            )
+    table.add(
+        f"ingest job-per-event baseline (1 worker, {plan.baseline_events} events)",
+        {column: rate(results["baseline"])},
+    )
+    best_one = max(results[f"1:{small}"], results[f"1:{big}"])
+    table.add(
+        "ingest speed-up, best 1-worker batched / job-per-event",
+        {column: times(best_one / results["baseline"])},
+    )
+
+
+# -- reads, SQL and memory per scale ---------------------------------------------------
+
+
+@dataclass
+class ScaleResult:
+    """Everything measured at one scale."""
+
+    performances: int = 0
+    load_seconds: float = 0.0
+    bytes_info: float = 0.0
+    bytes_usage: float = 0.0
+    usage: list[state.KeyUsage] = field(default_factory=list)
+    local: dict[str, reads.Latency] = field(default_factory=dict)
+    http: dict[str, reads.Latency] = field(default_factory=dict)
+    seed_loop: float | None = None
+    seed_runs: int = 0
+    seed_lazy: float | None = None
+    window: float | None = None
+    agree: list[str] = field(default_factory=list)
+
+
+def top_songs(plays: list[data.ScaledPlay], n: int = 8) -> list[str]:
+    """The most played songs of the benchmark band, for the one-song route."""
+    counts: dict[str, int] = {}
+    for p in plays:
+        if p.vertical == data.VERTICAL:
+            counts[p.song] = counts.get(p.song, 0) + 1
+    return sorted(counts, key=lambda s: (-counts[s], s))[:n]
+
+
+def bench_scale(ctx: Context, plan: Plan, scale: float, base: list[data.Play]) -> ScaleResult:
+    """Load one scale into Redis and PostgreSQL, then time reads and baselines on it."""
+    from worker.connections import Connections
+
+    res = ScaleResult()
+    sample = list(data.scaled_plays(base, min(scale, 1)))
+    songs = top_songs(sample)
+    today = data.scaled_last_date(base, scale)
+    prefix = ctx.prefix(f"s{len(ctx.prefixes)}")
+    store = SetlistStore(ctx.client, prefix)
+    before = state.used_memory(ctx.client)
+    started = time.perf_counter()
+    res.performances = state.load_state(store, data.scaled_plays(base, scale), today)
+    res.load_seconds = time.perf_counter() - started
+    time.sleep(0.2)  # let lazy frees of other clients settle before reading INFO
+    res.bytes_info = (state.used_memory(ctx.client) - before) / res.performances
+    res.usage = state.usage_by_key(ctx.client, prefix)
+    res.bytes_usage = sum(u.bytes for u in res.usage) / res.performances
+    log(
+        f"scale {scale}: {res.performances:,} performances loaded in {res.load_seconds:.1f} s "
+        f"({res.performances / res.load_seconds:,.0f}/s)"
+    )
+
+    conns = Connections(Settings(key_prefix=prefix, today=today), ctx.client, ctx.raw)
+    res.local = reads.in_process(conns, data.VERTICAL, songs, plan.read_calls, plan.rounds)
+    redis_gaps = [
+        seed_sql.GapAnswer(r.song_slug, r.total_plays, r.last_played, r.shows_since_played)
+        for r in store.gaps(data.VERTICAL, today, MIN_PLAYS, LIMIT)
+    ]
+
+    children = Children(ctx.redis_url, prefix, f"{prefix}-q", today)
+    try:
+        port = start_api(children)
+        res.http = reads.over_http(port, data.VERTICAL, songs, plan.http_calls, plan.rounds)
+    finally:
+        children.stop_all()
+
+    if ctx.pg_url:
+        sql = seed_sql.SqlBaseline(ctx.pg_url)
+        try:
+            log(f"scale {scale}: loading PostgreSQL")
+            sql.load(data.scaled_plays(base, scale))
+            args = (data.VERTICAL, today, MIN_PLAYS, LIMIT)
+            res.window, window_rows, _ = median_time(
+                lambda: sql.window_query(*args), max(plan.runs, 5), plan.sql_budget_seconds
+            )
+            log(f"scale {scale}: seed-style loop")
+            res.seed_loop, seed_rows, res.seed_runs = median_time(
+                lambda: sql.seed_loop(*args), plan.runs, plan.sql_budget_seconds
+            )
+            res.agree.append(f"window {_agree(window_rows, redis_gaps)}")
+            res.agree.append(f"seed loop {_agree(seed_rows, redis_gaps)}")
+            if scale <= plan.lazy_max_scale:
+                log(f"scale {scale}: seed-style loop, lazy ORM")
+                res.seed_lazy, lazy_rows, _ = median_time(
+                    lambda: sql.seed_loop_lazy(*args), plan.runs, plan.sql_budget_seconds
+                )
+                res.agree.append(f"lazy loop {_agree(lazy_rows, redis_gaps)}")
+        finally:
+            sql.drop()
+    state.drop_prefix(ctx.raw, prefix)
+    return res
+
+
+def _agree(rows: list[seed_sql.GapAnswer], redis_rows: list[seed_sql.GapAnswer]) -> str:
+    return "agrees" if seed_sql.same_answers(rows, redis_rows) else "DISAGREES"
+
+
+def bench_videos(ctx: Context, table: Table, column: str) -> None:
+    """Redis bytes per stored video, when ``stats.videos`` is there."""
+    try:
+        from stats.videos import VideoStore
+    except ImportError:
+        table.notes.append("video memory: stats/videos.py is not there yet; not measured")
+        return
+    from events.schemas import parse_event
+
+    events = [parse_event(e) for e in data.video_events()]
+    videos = len({(e.creator, e.video_id) for e in events if e.type == "video.posted"})  # type: ignore[union-attr]
+    prefix = ctx.prefix("v")
+    before = state.used_memory(ctx.client)
+    VideoStore(ctx.client, prefix).apply(events)
+    time.sleep(0.2)
+    info = (state.used_memory(ctx.client) - before) / videos
+    usage = state.usage_by_key(ctx.client, prefix)
+    table.add(
+        f"Redis bytes per video, INFO used_memory ({videos:,} videos)", {column: f"{info:,.0f}"}
+    )
+    table.add(
+        "Redis bytes per video, sum of MEMORY USAGE",
+        {column: f"{sum(u.bytes for u in usage) / videos:,.0f}"},
+    )
+    table.notes.append(
+        "video keys: "
+        + ", ".join(f"{u.name} {u.bytes / videos:,.0f} B/video ({u.encoding})" for u in usage)
+    )
+    state.drop_prefix(ctx.raw, prefix)
+
+
+def report_scales(table: Table, plan: Plan, results: dict[str, ScaleResult]) -> None:
+    """The read, SQL and memory rows, a column per scale."""
+    cols = list(results)
+    first = results[cols[0]]
+    table.section("reads in process: route function p50 / p99 (ms)")
+    for route in reads.ROUTES:
+        table.add(
+            route.label,
+            {
+                c: f"{ms(r.local[route.label].p50)} / {ms(r.local[route.label].p99)}"
+                for c, r in results.items()
+            },
+        )
+    table.section("reads over HTTP: p50 / p99 (ms)")
+    for route in reads.ROUTES:
+        table.add(
+            route.label,
+            {
+                c: f"{ms(r.http[route.label].p50)} / {ms(r.http[route.label].p99)}"
+                for c, r in results.items()
+            },
+        )
+    table.section(f"read growth: p50 at this scale / p50 at {cols[0]} (worst route)")
+    for kind in ("local", "http"):
+        cells = {}
+        for c, r in results.items():
+            worst = max(
+                (getattr(r, kind)[lbl].p50 / getattr(first, kind)[lbl].p50, lbl)
+                for lbl in getattr(r, kind)
+            )
+            cells[c] = f"{times(worst[0])} {worst[1].split()[0]}"
+        table.add(f"{'in process' if kind == 'local' else 'over HTTP'}, worst route", cells)
+    if any(r.window is not None for r in results.values()):
+        table.section("gaps read, 50 rows: PostgreSQL baselines (ms) and statsworker's speed-up")
+        table.add("seed-style per-song loop (ORM query per song)", _cells(results, "seed_loop"))
+        table.add("seed-style loop with lazy ORM loading", _cells(results, "seed_lazy"))
+        table.add("one window-function query, indexed", _cells(results, "window"))
+        table.add(
+            "statsworker gaps in process p50",
+            {c: ms(r.local["gaps (50 rows)"].p50) for c, r in results.items()},
+        )
+        for name, attr in (
+            ("seed loop", "seed_loop"),
+            ("lazy loop", "seed_lazy"),
+            ("window query", "window"),
+        ):
+            table.add(
+                f"speed-up vs {name} (x)",
+                {
+                    c: times(getattr(r, attr) * 1e3 / r.local["gaps (50 rows)"].p50)
+                    for c, r in results.items()
+                    if getattr(r, attr) is not None
+                },
+            )
+        for c, r in results.items():
+            table.notes.append(f"{c}: gaps answers vs statsworker: {', '.join(r.agree)}")
+            if r.seed_runs and r.seed_runs < plan.runs:
+                table.notes.append(f"{c}: seed loop ran {r.seed_runs} time(s) (time budget)")
+    table.section("state in Redis")
+    table.add("performances loaded", {c: f"{r.performances:,}" for c, r in results.items()})
+    table.add(
+        "load rate through SetlistStore.apply (events/s)",
+        {c: rate(r.performances / r.load_seconds) for c, r in results.items()},
+    )
+    table.add(
+        "Redis bytes per performance, INFO used_memory",
+        {c: f"{r.bytes_info:,.0f}" for c, r in results.items()},
+    )
+    table.add(
+        "Redis bytes per performance, sum of MEMORY USAGE",
+        {c: f"{r.bytes_usage:,.0f}" for c, r in results.items()},
+    )
+    last = results[cols[-1]]
+    table.notes.append(
+        f"bytes per performance by key at {cols[-1]}: "
+        + ", ".join(
+            f"{u.name} {u.bytes / last.performances:,.1f} ({u.encoding})" for u in last.usage[:8]
+        )
+    )
+
+
+def _cells(results: dict[str, ScaleResult], attr: str) -> dict[str, str]:
+    return {
+        c: ms(getattr(r, attr) * 1e3) for c, r in results.items() if getattr(r, attr) is not None
+    }
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+@contextmanager
+def owned(ctx: Context) -> Iterator[Context]:
+    """Clean up whatever the run made, on success, failure or interrupt."""
+    try:
+        yield ctx
+    finally:
+        log("cleaning up")
+        ctx.cleanup()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a few seconds of everything (CI)")
+    parser.add_argument(
+        "--scale",
+        help="comma-separated multiples of the real data for the read rows (default 1,10,100)",
+    )
+    parser.add_argument("--runs", type=int, help="runs per ingest and SQL figure (median)")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="empty: skip the SQL rows")
+    parser.add_argument("--skip-ingest", action="store_true", help="only reads, SQL and memory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the table goes to stdout, progress to stderr."""
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.scale:
+        plan = Plan(**{**plan.__dict__, "scales": [float(s) for s in args.scale.split(",")]})
+    if args.runs:
+        plan = Plan(**{**plan.__dict__, "runs": args.runs})
+    client = redis.Redis.from_url(args.redis_url, decode_responses=True)
+    raw = redis.Redis.from_url(args.redis_url)
+    client.ping()
+    base = data.load_plays()
+    labels = [label_of(int(len(base) * s)) for s in plan.scales]
+    table = Table(columns=labels)
+    ctx = Context(client, raw, args.redis_url, args.pg_url)
+    started = time.monotonic()
+    with owned(ctx):
+        if not args.skip_ingest:
+            bench_ingest(ctx, plan, table, labels[0])
+        results: dict[str, ScaleResult] = {}
+        for scale, label in zip(plan.scales, labels, strict=True):
+            results[label] = bench_scale(ctx, plan, scale, base)
+        report_scales(table, plan, results)
+        bench_videos(ctx, table, labels[0])
+    server = client.info("server")
+    print(
+        f"statsworker benchmark ({'quick' if args.quick else 'full'}): "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"Redis {server['redis_version']}, {time.monotonic() - started:.0f} s"
+    )
+    print(table.render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

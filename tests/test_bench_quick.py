@@ -1,0 +1,92 @@
+"""The benchmark's quick mode runs end to end and prints every row with a number.
+
+Timings are not asserted: the machine is shared and figures are noisy; the point is
+that the benchmark cannot rot (a renamed route, a changed store API or a broken worker
+start makes this fail).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REAL_REDIS_URL, data_file
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = re.compile(r"\d[\d,]*(\.\d+)?")
+
+ROUTES = [
+    "song (one song)",
+    "gaps (50 rows)",
+    "velocity (50 rows)",
+    "trends month",
+    "trends quarter",
+    "stats",
+    "bustouts",
+    "debut-songs",
+]
+ONCE = [
+    "ingest 1 worker, batches of 200",
+    "ingest 1 worker, batches of 1000",
+    "ingest 2 workers, batches of 200",
+    "ingest 2 workers, batches of 1000",
+    "ingest job-per-event baseline (1 worker, 60 events)",
+    "ingest speed-up, best 1-worker batched / job-per-event",
+    "in process, worst route",
+    "over HTTP, worst route",
+    "seed-style per-song loop (ORM query per song)",
+    "seed-style loop with lazy ORM loading",
+    "one window-function query, indexed",
+    "statsworker gaps in process p50",
+    "speed-up vs seed loop (x)",
+    "speed-up vs lazy loop (x)",
+    "speed-up vs window query (x)",
+    "performances loaded",
+    "load rate through SetlistStore.apply (events/s)",
+    "Redis bytes per performance, INFO used_memory",
+    "Redis bytes per performance, sum of MEMORY USAGE",
+    "Redis bytes per video, sum of MEMORY USAGE",
+]
+
+
+def _rows(stdout: str) -> dict[str, list[list[str]]]:
+    rows: dict[str, list[list[str]]] = {}
+    for line in stdout.splitlines():
+        if not line.startswith("| ") or line.startswith("| measurement"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows.setdefault(cells[0], []).append(cells[1:])
+    return rows
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmark_prints_every_row_with_a_number(tmp_path: Path) -> None:
+    data_file("grateful_dead_setlists.csv")
+    env = {**os.environ, "STATSWORKER_REDIS_URL": REAL_REDIS_URL}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = _rows(proc.stdout)
+    for label in ROUTES:
+        assert len(rows.get(label, [])) == 2, f"{label!r}: in process and HTTP rows expected"
+    for label in ONCE:
+        assert label in rows, f"missing row {label!r}\n{proc.stdout}"
+    assert any(label.startswith("Redis bytes per video, INFO") for label in rows)
+    for label, found in rows.items():
+        if label.startswith("== "):
+            continue
+        for cells in found:
+            assert any(NUMBER.search(c) for c in cells), f"row {label!r} has no number: {cells}"
+    assert "ingest state check" in proc.stdout and "MISMATCH" not in proc.stdout
+    assert "DISAGREES" not in proc.stdout, proc.stdout
