@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,14 +81,19 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_roll(args: argparse.Namespace) -> int:
-    """Move every vertical's windowed counters to today."""
+    """Move every vertical's windowed counters to today (with ``--every``, again and again)."""
     conns = _connections()
-    today = conns.settings.current_date()
-    verticals = conns.setlists.verticals()
-    for vertical in verticals:
-        conns.setlists.roll(vertical, today)
-    print(f"rolled {len(verticals)} vertical(s) to {today.isoformat()}", file=sys.stderr)
-    return 0
+    while True:
+        today = conns.settings.current_date()
+        verticals = conns.setlists.verticals()
+        for vertical in verticals:
+            conns.setlists.roll(vertical, today)
+        print(f"rolled {len(verticals)} vertical(s) to {today.isoformat()}", file=sys.stderr)
+        if not args.every:
+            return 0
+        # A roll to the same day changes nothing, so a short period costs little and
+        # puts a new day into the counters soon after midnight UTC.
+        time.sleep(args.every)
 
 
 def cmd_failed(args: argparse.Namespace) -> int:
@@ -132,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_api)
 
     p = sub.add_parser("roll", help="move windowed counters of every vertical to today")
+    p.add_argument(
+        "--every", type=float, metavar="SECONDS", help="keep running: roll again every SECONDS"
+    )
     p.set_defaults(handler=cmd_roll)
 
     p = sub.add_parser("failed", help="list failed jobs and why they failed")
