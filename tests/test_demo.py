@@ -4,13 +4,14 @@ prints real figures, and they are what the HTTP routes answer on the same state.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import re
 import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +24,15 @@ from worker.demo import DemoResult, run_demo
 from worker.demo_report import chart, render
 from worker.generator import DataSet, generate
 
+
+class Run(NamedTuple):
+    """A demo run: its result, the report as printed and the progress as drawn."""
+
+    result: DemoResult
+    report: str
+    progress: str
+
+
 WIDTH = 200
 """Wide enough that no title is cut and the report's tables sit side by side."""
 
@@ -32,7 +42,7 @@ def _no_network(*args: Any, **kwargs: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoResult, str]]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """One demo run on the generated data, with every socket connection refused."""
     patch = pytest.MonkeyPatch()
     for name in ("connect", "connect_ex"):
@@ -40,12 +50,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoResult,
     patch.setattr(socket, "create_connection", _no_network)
     try:
         workdir = tmp_path_factory.mktemp("demo")
-        result = run_demo(workdir, progress_console=Console(quiet=True))
+        progress = io.StringIO()
+        console = Console(file=progress, force_terminal=True, width=100)
+        result = run_demo(workdir, progress_console=console)
         out = Console(record=True, width=WIDTH, color_system=None)
         render(result, out)
     finally:
         patch.undo()
-    yield result, out.export_text()
+    yield Run(result, out.export_text(), progress.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +66,8 @@ def data() -> DataSet:
 
 
 @pytest.fixture(scope="module")
-def client(demo: tuple[DemoResult, str]) -> Iterator[TestClient]:
-    with TestClient(create_app(demo[0].conns)) as c:
+def client(demo: Run) -> Iterator[TestClient]:
+    with TestClient(create_app(demo.result.conns)) as c:
         yield c
 
 
@@ -64,8 +76,8 @@ def lines_with(text: str, *needles: str) -> list[str]:
     return [line for line in text.splitlines() if all(n in line for n in needles)]
 
 
-def test_pipeline_ran_on_the_generated_data(demo: tuple[DemoResult, str], data: DataSet) -> None:
-    result, _ = demo
+def test_pipeline_ran_on_the_generated_data(demo: Run, data: DataSet) -> None:
+    result = demo.result
     assert result.published == len(data.events)
     assert result.failed_jobs == 0
     assert result.conns.queue.count == 0
@@ -103,8 +115,14 @@ def test_pipeline_ran_on_the_generated_data(demo: tuple[DemoResult, str], data: 
         assert creator.overview.metrics.total_videos == len(posted - deleted) > 10
 
 
-def test_generated_data_has_what_fans_look_for(demo: tuple[DemoResult, str], data: DataSet) -> None:
-    result, _ = demo
+def test_progress_is_shown_while_it_works(demo: Run) -> None:
+    for step in ("reading data", "publishing", "applying (worker)", "reading results"):
+        assert step in demo.progress
+    assert f"{demo.result.jobs}/{demo.result.jobs}" in demo.progress
+
+
+def test_generated_data_has_what_fans_look_for(demo: Run, data: DataSet) -> None:
+    result = demo.result
     assert data.events == generate().events, "the same seed gives the same events"
     assert generate(seed=7).events[:100] != data.events[:100]
     plays = Counter(
@@ -125,10 +143,8 @@ def test_generated_data_has_what_fans_look_for(demo: tuple[DemoResult, str], dat
         assert creator.hashtags.top_hashtags
 
 
-def test_report_shows_what_the_routes_answer(
-    demo: tuple[DemoResult, str], client: TestClient
-) -> None:
-    result, text = demo
+def test_report_shows_what_the_routes_answer(demo: Run, client: TestClient) -> None:
+    result, text = demo.result, demo.report
     flat = " ".join(text.split())  # for the lines the report may wrap
     for band in result.bands:
         v = band.slug

@@ -26,23 +26,29 @@ def _n(value: int) -> str:
     return f"{value:,}"
 
 
-def _table(title: str, *headers: str) -> Table:
+def _table(title: str, *headers: str, wrap_first: bool = True) -> Table:
     table = Table(
         title=title,
         title_justify="left",
         title_style="bold",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        collapse_padding=True,
         show_edge=False,
     )
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i > 0)
+        first = i == 0
+        table.add_column(
+            header, justify="left" if first else "right", no_wrap=not (first and wrap_first)
+        )
     return table
 
 
 def _totals(bands: Sequence[BandReport]) -> Table:
     table = _table(
-        "Bands", "band", "shows", "songs", "plays", "per show", "first show", "last show"
+        "Bands",
+        *("band", "shows", "songs", "plays", "per show", "first show", "last show"),
+        wrap_first=False,
     )
     for b in bands:
         s = b.stats
