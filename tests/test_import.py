@@ -285,13 +285,17 @@ def test_video_snapshots_posted_then_updated(
         "v2,Chef Ana,2024-03-05,0,0,0,0,0,0,2024-03-05,US\n"
         "v3,Chef Ana,2024-03-05,-4,0,0,0,0,0,2024-03-05,US\n"
         "v4,,2024-03-05,1,0,0,0,0,0,2024-03-05,US\n"
-        "v5,Chef Ana,,1,0,0,0,0,0,2024-03-05,US\n",
+        "v5,Chef Ana,,1,0,0,0,0,0,2024-03-05,US\n"
+        f"{'v' * 201},Chef Ana,2024-03-05,1,0,0,0,0,0,2024-03-05,US\n"
+        "v6,Chef Ana,2024-03-05,²,0,0,0,0,0,2024-03-05,US\n",
     )
     assert cli.main(["import", "videos", str(path)]) == 1
     err = capsys.readouterr().err
     assert "line 6: views: '-4' is not a whole number" in err
     assert "line 7: channel_or_creator is empty" in err
     assert "line 8: date_posted is empty" in err
+    assert "line 9: video_id: String should have at most 200 characters" in err
+    assert "line 10: views: '²' is not a whole number" in err
     run_worker(fake_conns, burst=True, with_scheduler=False)
     m = fake_conns.videos.overview("chef-ana").metrics
     # v1's latest snapshot is the FR row (same views, more likes); v2 has no views at all.

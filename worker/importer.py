@@ -111,7 +111,7 @@ def _count(row: Row, column: str, lineno: int) -> int:
     text = row.get(column, "")
     if not text:
         return 0
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise EventError(f"line {lineno}", f"{column}: {text!r} is not a whole number >= 0")
     return int(text)
 
@@ -128,7 +128,7 @@ def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) ->
             title = _need(row, "song_title", lineno)
             song = _slug_of(row, "song_title", lineno)
             position = row.get("position", "")
-            if position and not position.isdigit():
+            if position and not (position.isascii() and position.isdigit()):
                 raise EventError(f"line {lineno}", f"position: {position!r} is not a whole number")
             set_name = row.get("set_name", "")
             slot = position or f"#{in_show[show_id]}"
@@ -207,7 +207,10 @@ def video_events(open_stream: Callable[[], IO[str]], skipped: list[EventError]) 
         for lineno, row in _records(second, VIDEO_COLUMNS):
             try:
                 snap = _snapshot(lineno, row)
-                first_seen = earliest[(snap["creator"], snap["video_id"])]
+                # A row the first pass found no event in fails again below, with its reason.
+                first_seen = earliest.get(
+                    (snap["creator"], snap["video_id"]), snap["snapshot_date"]
+                )
                 yield _video_event(snap, snap["snapshot_date"] == first_seen, lineno)
             except EventError as exc:
                 skipped.append(exc)
