@@ -231,7 +231,7 @@ end
 -- The indexes follow the sums: a date while it has a video, a hashtag likewise.
 for date, d in pairs(days) do
   if call('HEXISTS', K_DAY, d[2] .. 'n') == 1 then
-    call('ZADD', K_DAYS, format('%d', d[1]), date)
+    call('ZADD', K_DAYS, string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10), date)
   else
     call('ZREM', K_DAYS, date)
   end

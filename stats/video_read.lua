@@ -26,7 +26,7 @@ local function fields(key, prefix, names)
 end
 
 if read == 'series' then
-  -- ARGV[2], ARGV[3] = first and last day number (or -inf / +inf)
+  -- ARGV[2], ARGV[3] = first and last date as YYYYMMDD (or -inf / +inf)
   -- -> 6 per posting date, ascending: date, n, views, new_followers, rh, rl
   local out = {}
   for _, date in ipairs(redis.call('ZRANGEBYSCORE', K_DAYS, ARGV[2], ARGV[3])) do

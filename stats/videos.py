@@ -10,7 +10,7 @@ from typing import Any
 
 from events.schemas import VideoDeleted, VideoEvent, VideoPosted
 from stats import keys
-from stats.dates import day_number
+from stats.dates import ymd
 from stats.scripts import script
 from stats.setlists import ApplyResult
 from stats.video_models import (
@@ -170,8 +170,8 @@ class VideoStore:
         r = self._read(
             creator,
             "series",
-            "-inf" if start is None else day_number(start),
-            "+inf" if end is None else day_number(end),
+            "-inf" if start is None else ymd(start),
+            "+inf" if end is None else ymd(end),
         )
         points = []
         for i in range(0, len(r), 6):

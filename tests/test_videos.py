@@ -335,7 +335,7 @@ def test_documented_key_schema(store: VideoStore, backend: Any) -> None:
         "063852800400000000|e0",
         "",
     ]
-    assert c.zrange(f"{p}:{{c:bob}}:days", 0, -1, withscores=True) == [("2024-05-06", 19849.0)]
+    assert c.zrange(f"{p}:{{c:bob}}:days", 0, -1, withscores=True) == [("2024-05-06", 20240506.0)]
     day = {"n": "1", "views": "100", "likes": "7", "comments": "3", "rl": "100000000"}
     assert c.hgetall(f"{p}:{{c:bob}}:day") == {f"2024-05-06:{k}": v for k, v in day.items()}
     assert c.hgetall(f"{p}:{{c:bob}}:totals") == day
