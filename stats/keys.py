@@ -119,6 +119,15 @@ def creators_key(prefix: str) -> str:
     return f"{prefix}:creators"
 
 
+def staging_prefix(prefix: str, token: str) -> str:
+    """Prefix of the fresh keys ``statsworker rebuild`` builds before it switches them in.
+
+    It lies under ``prefix`` (``all_keys_pattern`` covers it) and the keys built under
+    it keep their ``{hash tag}``, so each is renamed over its live key in one slot.
+    """
+    return f"{prefix}:rebuild.{token}"
+
+
 def all_keys_pattern(prefix: str) -> str:
     """SCAN pattern matching every key under ``prefix``."""
     return f"{prefix}:*"

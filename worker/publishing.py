@@ -1,17 +1,113 @@
-"""The publisher every entry point uses: event log first (when configured), then the queue."""
+"""The publisher every entry point uses (event log first, then the queue), and recovery.
+
+Every publish path (``statsworker publish``, ``import``, ``backfill``, ``POST /events``)
+goes through :func:`make_publisher`, so an event is in the log (committed) before it
+is queued and before the caller is told it was accepted.
+
+Recovery of an event that was logged but never queued (the publisher died between
+its commit and the enqueue, or Redis was down): the log marks each event once it is
+queued, and every ``statsworker worker`` sweeps the log, at start and then every
+:data:`SWEEP_INTERVAL` seconds, for events logged more than :data:`SWEEP_GRACE`
+seconds ago and still unmarked, and publishes them again. The grace leaves a live
+publisher time to enqueue what it has just logged; a repeat is harmless anyway,
+since applying an event twice changes nothing. Several workers may sweep at once.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import threading
+
 from events.publisher import Publisher
 from worker.connections import Connections
+from worker.eventlog import EventLog, open_log, utcnow
 from worker.metrics import record_rejected
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 30.0
+"""Seconds between two sweeps of a running worker for logged but unqueued events."""
+
+SWEEP_GRACE = 60.0
+"""An unqueued event is recovered once it has been in the log this many seconds."""
+
+SWEEP_BATCH = 10_000
+"""Events read from the log per round of a sweep."""
+
+
+def event_log(conns: Connections) -> EventLog:
+    """The event log of ``conns.settings.database_url`` (SQLite by default)."""
+    return open_log(conns.settings.database_url)
 
 
 def make_publisher(conns: Connections) -> Publisher:
-    """A publisher on the connections' queue, counting rejections in the metrics."""
+    """A publisher that logs each batch, then queues it, counting rejections in the metrics."""
     settings = conns.settings
 
     def count(n: int) -> None:
         record_rejected(conns.state, settings.key_prefix, n)
 
-    return Publisher(conns.queue, settings.batch_size, sink=None, on_rejected=count)
+    return Publisher(conns.queue, settings.batch_size, sink=event_log(conns), on_rejected=count)
+
+
+def recover_unqueued(conns: Connections, grace: float | None = None) -> int:
+    """Queue the events logged more than ``grace`` seconds ago that never reached the queue.
+
+    Args:
+        grace: seconds; :data:`SWEEP_GRACE` by default.
+
+    Returns:
+        How many events were queued again.
+    """
+    eventlog = event_log(conns)
+    publisher = make_publisher(conns)
+    cutoff = utcnow() - dt.timedelta(seconds=SWEEP_GRACE if grace is None else grace)
+    total = 0
+    while True:
+        rows = eventlog.pending(cutoff, limit=SWEEP_BATCH)
+        if not rows:
+            break
+        total += publisher.publish(row.event() for row in rows).accepted
+        if len(rows) < SWEEP_BATCH:
+            break
+    if total:
+        log.warning("recovered %d logged event(s) that had not reached the queue", total)
+    return total
+
+
+class Sweeper(threading.Thread):
+    """Runs :func:`recover_unqueued` every ``interval`` seconds until stopped."""
+
+    def __init__(self, conns: Connections, interval: float | None = None) -> None:
+        super().__init__(name="statsworker-sweeper", daemon=True)
+        self.conns = conns
+        self.interval = SWEEP_INTERVAL if interval is None else interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            sweep_once(self.conns)
+
+    def stop(self) -> None:
+        """Ask the thread to end after its current sweep."""
+        self.stopped.set()
+
+
+def sweep_once(conns: Connections) -> int:
+    """One sweep; a failure (database down, schema behind) is logged, never raised."""
+    try:
+        return recover_unqueued(conns)
+    except Exception:  # a worker keeps applying the queue whatever the log's state
+        log.exception("sweeping the event log for unqueued events failed")
+        return 0
+
+
+def start_sweeper(conns: Connections, burst: bool) -> Sweeper | None:
+    """Sweep now; unless ``burst``, keep sweeping in a daemon thread (returned)."""
+    sweep_once(conns)
+    if burst:
+        return None
+    sweeper = Sweeper(conns)
+    sweeper.start()
+    return sweeper

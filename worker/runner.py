@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 
 from worker import context
 from worker.connections import MEMORY_URL, Connections
+from worker.publishing import start_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,16 @@ def run_worker(conns: Connections, burst: bool, with_scheduler: bool = True) -> 
     context.set_current(conns)
     in_memory = conns.settings.redis_url.startswith(MEMORY_URL)
     worker = make_worker(conns)
-    return worker.work(
-        burst=burst,
-        with_scheduler=with_scheduler and not in_memory,
-        logging_level="WARNING",
-    )
+    sweeper = start_sweeper(conns, burst)  # queue what the log holds but the queue never got
+    try:
+        return worker.work(
+            burst=burst,
+            with_scheduler=with_scheduler and not in_memory,
+            logging_level="WARNING",
+        )
+    finally:
+        if sweeper is not None:
+            sweeper.stop()
 
 
 def failed_jobs(conns: Connections) -> list[tuple[str, str]]:

@@ -1,0 +1,278 @@
+"""The event log: its schema is the migrations' (checked on SQLite and PostgreSQL), every
+publish path stores events there before it queues them, storing is idempotent, and an
+event that was logged but never queued is applied by the next worker anyway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from fastapi.testclient import TestClient
+
+from api_stub.app import create_app
+from events.schemas import parse_event
+from tests.conftest import Backend
+from tests.log_support import (
+    LOG_DATABASES,
+    as_current,
+    log_database,
+    make_conns,
+    postgres_schema,
+    random_stream,
+)
+from worker import cli, eventlog, migrations, publishing
+from worker.eventlog import EventLog, SchemaNotReady, event_log, make_engine
+from worker.runner import failed_jobs, run_worker
+from worker.verify import verify
+
+
+@pytest.fixture(params=LOG_DATABASES)
+def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated event log on SQLite and on PostgreSQL."""
+    yield from log_database(request.param, tmp_path)
+
+
+@pytest.fixture(params=LOG_DATABASES)
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database without any table yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        eventlog.close_all()
+        return
+    with postgres_schema() as url:
+        yield url
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _rows(url: str) -> list[dict[str, object]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = sa.select(event_log).order_by(event_log.c.seq)
+            return [dict(row._mapping) for row in conn.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def test_migrate_command_builds_the_schema_the_models_describe(
+    empty_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATSWORKER_DATABASE_URL", empty_db)
+    cli.get_settings.cache_clear()
+    try:
+        assert cli.main(["migrate", "--check"]) == 1
+        assert cli.main(["migrate"]) == 0
+        assert cli.main(["migrate", "--check"]) == 0
+        assert {"event_log", migrations.VERSION_TABLE} <= _tables(empty_db)
+        engine = make_engine(empty_db)
+        try:
+            with engine.connect() as conn:
+                ctx = MigrationContext.configure(
+                    conn, opts={"version_table": migrations.VERSION_TABLE, "compare_type": True}
+                )
+                assert compare_metadata(ctx, eventlog.metadata) == []
+        finally:
+            engine.dispose()
+        assert cli.main(["migrate", "--revision", "base"]) == 0
+        assert "event_log" not in _tables(empty_db)
+        assert cli.main(["migrate", "--check"]) == 1
+        assert cli.main(["migrate"]) == 0
+        assert "event_log" in _tables(empty_db)
+    finally:
+        cli.get_settings.cache_clear()
+
+
+def test_only_an_sqlite_log_migrates_itself(empty_db: str) -> None:
+    if empty_db.startswith("sqlite"):
+        log = EventLog(empty_db)
+        assert log.count() == 0
+        log.dispose()
+        return
+    with pytest.raises(SchemaNotReady, match="statsworker migrate"):
+        EventLog(empty_db)
+    assert "event_log" not in _tables(empty_db)
+
+
+def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) -> None:
+    events = random_stream(seed=3, performances=80, videos=12)
+    log = EventLog(log_url)
+    log.append(events[:50])
+    log.append([*events[30:], events[0], events[0]])  # overlaps and in-batch repeats
+    log.append(events)
+    assert log.count() == len(events)
+    changed = parse_event({**events[0].to_json_dict(), "occurred_at": "2030-01-01T00:00:00Z"})
+    log.append([changed])  # the first event stored under an id is the one kept
+    rows = _rows(log_url)
+    assert len(rows) == len(events)
+    by_id = {row["event_id"]: row for row in rows}
+    for event in events:
+        row = by_id[event.event_id]
+        assert row["type"] == event.type
+        assert row["version"] == event.version
+        assert row["body"] == event.to_json_dict()
+        assert row["enqueued"] is False
+        assert eventlog.as_utc(row["occurred_at"]) == event.occurred_at  # type: ignore[arg-type]
+        vertical = getattr(event, "vertical", None)
+        creator = getattr(event, "creator", None)
+        assert (row["vertical"], row["creator"]) == (vertical, creator)
+        entity = getattr(event, "performance_id", None) or getattr(event, "video_id", None)
+        assert row["entity_id"] == entity
+    assert log.verticals() == ["band-a", "band-b"]
+    assert log.creators() == ["ann", "bo"]
+    assert log.count(vertical="band-a") + log.count(vertical="band-b") + log.count(
+        creator="ann"
+    ) + log.count(creator="bo") == len(events)
+    log.mark_enqueued(events[:10])
+    assert sum(1 for row in _rows(log_url) if row["enqueued"]) == 10
+    read = [row for batch in log.iter_events(vertical="band-a", batch=7) for row in batch]
+    assert sorted(r.body["event_id"] for r in read) == sorted(
+        e.event_id for e in events if getattr(e, "vertical", None) == "band-a"
+    )
+    assert all(r.event() in events for r in read)
+    log.dispose()
+
+
+def test_every_publish_path_logs_the_events_it_queues(
+    backend: Backend, log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conns = make_conns(backend, log_url)
+    events = random_stream(seed=5, performances=40, videos=6)
+    third = len(events) // 3
+    publisher = publishing.make_publisher(conns)
+    assert isinstance(publisher.sink, EventLog)
+    assert publisher.sink.url == log_url
+    publisher.publish(events[:third])
+
+    client = TestClient(create_app(conns))
+    body = [e.to_json_dict() for e in events[third : 2 * third]]
+    answer = client.post("/events", json=body)
+    assert answer.status_code == 202, answer.text
+
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("\n".join(json.dumps(e.to_json_dict()) for e in events[2 * third :]) + "\n")
+    with as_current(conns, monkeypatch):
+        assert cli.main(["publish", str(lines)]) == 0
+
+    rows = _rows(log_url)
+    assert sorted(r["event_id"] for r in rows) == sorted(e.event_id for e in events)
+    assert all(r["enqueued"] for r in rows)
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert failed_jobs(conns) == []
+    assert verify(conns, publishing.event_log(conns)) == []
+
+
+def test_an_event_logged_but_never_queued_is_applied_by_the_next_worker(
+    backend: Backend, log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conns = make_conns(backend, log_url)
+    events = random_stream(seed=8, performances=30, videos=5)
+    publisher = publishing.make_publisher(conns)
+
+    def die(*_args: object, **_kwargs: object) -> None:
+        raise redis.ConnectionError("the publisher died between its commit and the enqueue")
+
+    monkeypatch.setattr(conns.queue, "enqueue_many", die)
+    with pytest.raises(redis.ConnectionError):
+        publisher.publish(events)
+    monkeypatch.undo()
+    rows = _rows(log_url)
+    assert len(rows) == len(events) and not any(r["enqueued"] for r in rows)
+    assert conns.queue.count == 0
+
+    # Within the grace a publisher may still be about to queue them: left alone.
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert conns.setlists.verticals() == []
+
+    _age_log(log_url, publishing.SWEEP_GRACE + 5)
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert failed_jobs(conns) == []
+    assert conns.setlists.verticals() == ["band-a", "band-b"]
+    assert all(r["enqueued"] for r in _rows(log_url))
+    assert verify(conns, publishing.event_log(conns)) == []
+
+
+def test_a_running_worker_sweeps_again_and_again(
+    backend: Backend, log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conns = make_conns(backend, log_url)
+    log = publishing.event_log(conns)
+    monkeypatch.setattr(publishing, "SWEEP_GRACE", 0.0)
+    sweeper = publishing.Sweeper(conns, interval=0.05)
+    sweeper.start()
+    try:
+        events = random_stream(seed=9, performances=10, videos=0)
+        log.append(events)  # logged, never queued
+        deadline = time.monotonic() + 20
+        while conns.queue.count == 0:
+            assert time.monotonic() < deadline, "the sweeper never queued the logged events"
+            time.sleep(0.05)
+    finally:
+        sweeper.stop()
+        sweeper.join(timeout=10)
+    assert not sweeper.is_alive()
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert verify(conns, log) == []
+
+
+def _age_log(url: str, seconds: float) -> None:
+    """Make every row look logged ``seconds`` earlier (time passing after a crash)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for seq, logged in conn.execute(sa.select(event_log.c.seq, event_log.c.logged_at)):
+                earlier = eventlog.as_utc(logged) - dt.timedelta(seconds=seconds)
+                conn.execute(
+                    event_log.update().where(event_log.c.seq == seq).values(logged_at=earlier)
+                )
+    finally:
+        engine.dispose()
+
+
+def test_a_publisher_process_that_cannot_queue_leaves_its_events_to_the_worker(
+    real_backend: Backend, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    events = random_stream(seed=11, performances=20, videos=3)
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("\n".join(json.dumps(e.to_json_dict()) for e in events) + "\n")
+    env = {
+        **os.environ,
+        "STATSWORKER_REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens: the queue is gone
+        "STATSWORKER_DATABASE_URL": url,
+        "STATSWORKER_KEY_PREFIX": real_backend.prefix,
+        "STATSWORKER_QUEUE": real_backend.queue,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "publish", str(lines)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0, done.stderr.decode()
+    assert len(_rows(url)) == len(events)
+
+    _age_log(url, publishing.SWEEP_GRACE + 5)
+    conns = make_conns(real_backend, url)
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert failed_jobs(conns) == []
+    assert verify(conns, publishing.event_log(conns)) == []
+    assert conns.videos.creators() == sorted({e.creator for e in events if hasattr(e, "creator")})

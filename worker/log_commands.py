@@ -1,0 +1,208 @@
+"""Sub-commands around the event log: ``migrate``, ``rebuild``, ``verify``, ``backfill``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from events.fields import SLUG_RE
+
+log = logging.getLogger(__name__)
+
+
+class RateColumn(ProgressColumn):
+    """Rows per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="progress.data.speed")
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on standard error with count, rate and ETA; yields ``advance(n)``."""
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _slug(value: str) -> str:
+    if not SLUG_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a slug")
+    return value
+
+
+def _conns() -> Any:
+    from worker import context
+
+    return context.get()
+
+
+def _open_log(conns: Any) -> Any:
+    """The event log, or None after saying why it cannot be opened."""
+    from worker.eventlog import SchemaNotReady
+    from worker.publishing import event_log
+
+    try:
+        return event_log(conns)
+    except SchemaNotReady as exc:
+        print(f"statsworker: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the event log's schema to the latest revision (or ``--revision``)."""
+    from stats.settings import get_settings
+    from worker import migrations
+    from worker.eventlog import make_engine
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        state = migrations.describe(engine)
+        if args.check:
+            behind = state["current"] != state["head"]
+            print(f"event log at {state['current'] or 'none'}, latest {state['head']}")
+            return 1 if behind else 0
+        migrations.upgrade(engine, args.revision)
+        print(
+            f"event log migrated from {state['current'] or 'none'} "
+            f"to {migrations.current_revision(engine) or 'none'}",
+            file=sys.stderr,
+        )
+        return 0
+    finally:
+        engine.dispose()
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild the Redis state from the event log and switch it in atomically."""
+    from worker.rebuild import Rebuilder
+
+    conns = _conns()
+    eventlog = _open_log(conns)
+    if eventlog is None:
+        return 2
+    rebuilder = Rebuilder(conns, eventlog)
+    verticals, creators = rebuilder.scopes(args.vertical, args.creator)
+    everything = args.vertical is None and args.creator is None
+    total = rebuilder.total(verticals, creators, everything)
+    with progress_bar("replaying the event log", total) as advance:
+        rebuilder.progress = advance
+        report = rebuilder.run(args.vertical, args.creator)
+    print(
+        f"rebuilt {report.verticals} vertical(s) and {report.creators} creator(s) "
+        f"from {report.events} event(s) in {report.seconds:.2f} s ({report.rate:,.0f} events/s); "
+        f"{report.tail} applied again after the switch, {report.removed} removed",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Recompute every figure from the log and compare it with Redis; exit 1 on drift."""
+    from worker.verify import verify
+
+    conns = _conns()
+    eventlog = _open_log(conns)
+    if eventlog is None:
+        return 2
+    drifts = verify(conns, eventlog, args.vertical, args.creator)
+    for drift in drifts:
+        print(drift)
+    if drifts:
+        print(f"verify: {len(drifts)} difference(s) between Redis and the log", file=sys.stderr)
+        return 1
+    print("verify: Redis agrees with the event log", file=sys.stderr)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Publish the rows of a site database as events."""
+    import sqlalchemy as sa
+
+    from worker.backfill import UnknownDatabase, backfill, count_rows, kinds
+    from worker.publishing import make_publisher
+
+    conns = _conns()
+    if _open_log(conns) is None:
+        return 2
+    engine = sa.create_engine(args.from_db)
+    try:
+        try:
+            total = count_rows(engine, kinds(engine))
+        except UnknownDatabase as exc:
+            print(f"statsworker: {args.from_db}: {exc}", file=sys.stderr)
+            return 2
+        except sa.exc.SQLAlchemyError as exc:
+            print(f"statsworker: cannot read {args.from_db}: {exc}", file=sys.stderr)
+            return 2
+        with progress_bar("backfilling", total) as advance:
+            report = backfill(args.from_db, make_publisher(conns), advance, engine=engine)
+    finally:
+        engine.dispose()
+    for err in report.skipped:
+        print(str(err), file=sys.stderr)
+    print(
+        f"backfilled {report.published} event(s) in {report.jobs} job(s) from {report.rows} "
+        f"row(s); {len(report.skipped)} row(s) reported",
+        file=sys.stderr,
+    )
+    return 1 if report.skipped else 0
+
+
+def _scope(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--vertical", type=_slug, help="only this vertical")
+    group.add_argument("--creator", type=_slug, help="only this creator")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``migrate``, ``rebuild``, ``verify`` and ``backfill`` to the command line."""
+    p = subparsers.add_parser("migrate", help="bring the event log's database schema up to date")
+    p.add_argument(
+        "--revision", default="head", help="migrate to this revision (default head; base = none)"
+    )
+    p.add_argument(
+        "--check", action="store_true", help="only report; exit 1 when the schema is behind"
+    )
+    p.set_defaults(handler=cmd_migrate)
+
+    p = subparsers.add_parser("rebuild", help="rebuild the Redis state from the event log")
+    _scope(p)
+    p.set_defaults(handler=cmd_rebuild)
+
+    p = subparsers.add_parser(
+        "verify", help="compare every figure in Redis with the event log; exit 1 on drift"
+    )
+    _scope(p)
+    p.set_defaults(handler=cmd_verify)
+
+    p = subparsers.add_parser("backfill", help="publish the rows of a site database as events")
+    p.add_argument("--from-db", required=True, metavar="URL", help="SQLAlchemy URL of the site DB")
+    p.set_defaults(handler=cmd_backfill)

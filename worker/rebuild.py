@@ -1,0 +1,304 @@
+"""``statsworker rebuild``: the Redis state rebuilt from the event log, switched in atomically.
+
+For each vertical and creator in scope:
+
+1. note the log's last ``seq`` and the time;
+2. build the state from the log under a private staging prefix (setlists with
+   ``worker.rebuild_setlists``, videos with the store's own apply fed each video's
+   deciding events only), while the live keys keep answering reads;
+3. in one MULTI/EXEC, rename each fresh key over its live key and delete the live
+   keys that have no fresh counterpart (all keys of a vertical or creator share a
+   hash tag, so this is one slot): readers see the old state or the new one, never
+   half of either;
+4. apply again, through the ordinary incremental path, the events logged since step
+   1 (and a margin before it, for transactions that were still open): a worker may
+   have applied them to the old keys while step 2 ran. Applying is idempotent, so
+   the overlap is harmless.
+
+Verticals and creators that have live state but no event in the log are deleted by a
+full rebuild: the state is a function of the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from events.schemas import VideoEvent
+from stats import keys
+from stats.videos import VideoStore
+from worker import rebuild_setlists
+from worker.connections import Connections
+from worker.eventlog import EventLog, LoggedEvent, PerformanceRow, Recent, utcnow
+
+log = logging.getLogger(__name__)
+
+TAIL_MARGIN = dt.timedelta(seconds=60)
+"""Events logged this long before a scope's replay began are applied again after the
+switch, covering a publisher whose transaction was still open when the replay read."""
+
+Row = TypeVar("Row", LoggedEvent, PerformanceRow)
+
+Progress = Callable[[int], None]
+"""Called with the number of log rows just read."""
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild did."""
+
+    verticals: int = 0
+    creators: int = 0
+    events: int = 0
+    tail: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+
+    def add(self, events: int, tail: int, vertical: bool, creator: bool) -> None:
+        """Count one scope: rows read, events re-applied, and what it rebuilt or removed."""
+        self.events += events
+        self.tail += tail
+        self.verticals += vertical
+        self.creators += creator
+        self.removed += not (vertical or creator)
+
+    @property
+    def rate(self) -> float:
+        """Log rows replayed per second."""
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+PREFETCH_BATCHES = 4
+"""Batches of log rows read ahead while the previous ones are processed."""
+
+
+def _noop(_n: int) -> None:
+    pass
+
+
+T = TypeVar("T")
+
+
+def prefetch(batches: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[T]:
+    """``batches``, read ahead by a thread: the database driver works (outside the GIL)
+    while this thread processes the previous batch."""
+    ahead: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    return
+            put(("done", None))
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            put(("error", exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=read, name="statsworker-log-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = ahead.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+
+
+def _switch(client: Any, live: tuple[str, ...], fresh: tuple[str, ...]) -> None:
+    """Rename every fresh key over its live key, delete live keys without one: atomically."""
+    check = client.pipeline(transaction=False)
+    for key in fresh:
+        check.exists(key)
+    exists = check.execute()
+    pipe = client.pipeline(transaction=True)
+    for live_key, fresh_key, found in zip(live, fresh, exists, strict=True):
+        if found:
+            pipe.rename(fresh_key, live_key)
+        else:
+            pipe.delete(live_key)
+    pipe.execute()
+
+
+class Rebuilder:
+    """Rebuilds the state behind ``conns`` from ``eventlog``."""
+
+    def __init__(
+        self, conns: Connections, eventlog: EventLog, progress: Progress | None = None
+    ) -> None:
+        self.conns = conns
+        self.client = conns.state
+        self.prefix = conns.settings.key_prefix
+        self.eventlog = eventlog
+        self.progress = progress or _noop
+        self.staging = keys.staging_prefix(self.prefix, uuid.uuid4().hex[:12])
+
+    def today(self, vertical: str) -> dt.date:
+        """The day to keep windowed counters for: never earlier than the live state's."""
+        today = self.conns.settings.current_date()
+        stored = self.client.hget(keys.vertical_keys(self.prefix, vertical).meta, "today")
+        if stored:
+            today = max(today, dt.date.fromisoformat(stored))
+        return today
+
+    def scopes(self, vertical: str | None, creator: str | None) -> tuple[list[str], list[str]]:
+        """The verticals and creators to rebuild: named ones, or every one logged or live."""
+        if vertical is not None or creator is not None:
+            return ([vertical] if vertical else []), ([creator] if creator else [])
+        verticals = set(self.eventlog.verticals()) | set(self.conns.setlists.verticals())
+        creators = set(self.eventlog.creators()) | set(self.conns.videos.creators())
+        return sorted(verticals), sorted(creators)
+
+    def total(self, verticals: list[str], creators: list[str], everything: bool) -> int:
+        """Log rows the rebuild will read (for the progress bar)."""
+        if everything:
+            return self.eventlog.count()
+        return sum(self.eventlog.count(vertical=v) for v in verticals) + sum(
+            self.eventlog.count(creator=c) for c in creators
+        )
+
+    def run(self, vertical: str | None = None, creator: str | None = None) -> RebuildReport:
+        """Rebuild one vertical, one creator, or (neither given) everything."""
+        started = time.perf_counter()
+        verticals, creators = self.scopes(vertical, creator)
+        report = RebuildReport()
+        for name in verticals:
+            self._vertical(name, report)
+        for name in creators:
+            self._creator(name, report)
+        report.seconds = time.perf_counter() - started
+        log.info(
+            "rebuilt %d vertical(s) and %d creator(s) from %d event(s) in %.2f s (%.0f/s)",
+            report.verticals,
+            report.creators,
+            report.events,
+            report.seconds,
+            report.rate,
+        )
+        return report
+
+    def _registry(self, key: str, name: str, present: bool) -> None:
+        if present:
+            self.client.sadd(key, name)
+        else:
+            self.client.srem(key, name)
+
+    def _tail(self) -> _Tail:
+        return _Tail(Recent(self.eventlog.max_seq(), utcnow() - TAIL_MARGIN))
+
+    def _counted(self, batches: Iterator[Sequence[Row]], tail: _Tail) -> Iterator[Row]:
+        """The rows of ``batches``, noting the recent ones and advancing the progress bar."""
+        for batch in prefetch(batches):
+            for row in batch:
+                if row.recent:
+                    tail.seen.add(row.seq)
+            yield from batch
+            tail.read += len(batch)
+            self.progress(len(batch))
+
+    def _catch_up(
+        self, tail: _Tail, vertical: str | None = None, creator: str | None = None
+    ) -> list[Any]:
+        """Events stored since the replay began that the replay did not read."""
+        missed = [
+            seq
+            for seq in self.eventlog.recent_seqs(tail.recent, vertical=vertical, creator=creator)
+            if seq not in tail.seen
+        ]
+        return [row.event() for row in self.eventlog.events_at(missed)]
+
+    def _vertical(self, vertical: str, report: RebuildReport) -> None:
+        live = keys.vertical_keys(self.prefix, vertical)
+        fresh = keys.vertical_keys(self.staging, vertical)
+        today = self.today(vertical)
+        tail = self._tail()
+        try:
+            won = rebuild_setlists.winners(
+                self._counted(self.eventlog.iter_performances(vertical, tail.recent), tail)
+            )
+            rebuild_setlists.write(self.client, fresh, rebuild_setlists.build(won, today))
+            _switch(self.client, tuple(live), tuple(fresh))
+        finally:
+            self.client.delete(*fresh)
+        self._registry(keys.verticals_key(self.prefix), vertical, bool(won))
+        late = self._catch_up(tail, vertical=vertical)
+        if late:
+            self.conns.setlists.apply(late, self.conns.settings.current_date())
+        report.add(tail.read, len(late), vertical=bool(won), creator=False)
+
+    def _creator(self, creator: str, report: RebuildReport) -> None:
+        live = keys.creator_keys(self.prefix, creator)
+        fresh = keys.creator_keys(self.staging, creator)
+        tail = self._tail()
+        try:
+            deciding = deciding_video_events(
+                self._counted(self.eventlog.iter_events(creator=creator, recent=tail.recent), tail)
+            )
+            if deciding:
+                VideoStore(self.client, self.staging).apply(deciding)
+            _switch(self.client, tuple(live), tuple(fresh))
+        finally:
+            self.client.delete(*fresh, keys.creators_key(self.staging))
+        self._registry(keys.creators_key(self.prefix), creator, bool(deciding))
+        late = self._catch_up(tail, creator=creator)
+        if late:
+            self.conns.videos.apply(late)
+        report.add(tail.read, len(late), vertical=False, creator=bool(deciding))
+
+
+@dataclass
+class _Tail:
+    recent: Recent
+    seen: set[int] = field(default_factory=set)
+    read: int = 0
+
+
+def deciding_video_events(rows: Iterable[LoggedEvent]) -> list[VideoEvent]:
+    """Per video, the events its state depends on: the latest ``video.posted``, the
+    latest ``video.deleted`` and the latest ``video.metrics_updated``.
+
+    A video's record keeps only the greatest version of each kind (SPEC section 2), so
+    these give the state the whole stream gives, with at most three events a video.
+    """
+    latest: dict[tuple[str, str], LoggedEvent] = {}
+    for row in rows:
+        key = (row.entity_id, row.type)
+        current = latest.get(key)
+        if current is None or row.version > current.version:
+            latest[key] = row
+    return [row.event() for row in latest.values()]  # type: ignore[misc]
+
+
+def rebuild(
+    conns: Connections,
+    eventlog: EventLog,
+    vertical: str | None = None,
+    creator: str | None = None,
+    progress: Progress | None = None,
+) -> RebuildReport:
+    """Rebuild the Redis state of one vertical, one creator or everything from the log."""
+    return Rebuilder(conns, eventlog, progress).run(vertical, creator)

@@ -1,0 +1,242 @@
+"""``statsworker verify``: every figure recomputed from the log and compared with Redis.
+
+The expected figures come from set-based SQL (``worker.verify_sql``); Python only
+formats them as the state stores them and compares. A difference is reported as the
+Redis key, the figure (hash field or set member), the expected value and the value
+found (``None`` when absent). Run it on a quiet system: an event logged but not yet
+applied by a worker shows as a difference until it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from stats import keys
+from worker import verify_sql as q
+from worker.connections import Connections
+from worker.eventlog import EventLog
+
+log = logging.getLogger(__name__)
+
+SEP = "\x1f"
+"""Field separator inside stored values (as in the scripts)."""
+
+RATE_UNITS = 10**7
+"""Stored engagement rates are integers in units of 1e-7 percent."""
+
+RATE_SPLIT = 10**12
+"""A stored rate sum is ``rh * RATE_SPLIT + rl``."""
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One figure on which Redis and the log disagree."""
+
+    key: str
+    figure: str
+    expected: str | None
+    found: str | None
+
+    def __str__(self) -> str:
+        def show(value: str | None) -> str:
+            if value is None:
+                return "(absent)"
+            return value.replace("\x00", "\\0").replace(SEP, "\\x1f")
+
+        return (
+            f"{self.key}\t{show(self.figure)}"
+            f"\texpected {show(self.expected)}\tfound {show(self.found)}"
+        )
+
+
+def _ymd(date: str) -> str:
+    return date.replace("-", "")
+
+
+def _score(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def compare(key: str, expected: dict[str, str], found: dict[str, str]) -> Iterator[Drift]:
+    """The differences between two views of one key, figure by figure, sorted."""
+    for figure in sorted(expected.keys() | found.keys()):
+        want, got = expected.get(figure), found.get(figure)
+        if want != got:
+            yield Drift(key, figure, want, got)
+
+
+class Verifier:
+    """Compares the state behind ``conns`` with what ``eventlog`` says it must be."""
+
+    def __init__(self, conns: Connections, eventlog: EventLog) -> None:
+        self.conns = conns
+        self.client = conns.state
+        self.prefix = conns.settings.key_prefix
+        self.eventlog = eventlog
+        self.dialect = eventlog.dialect
+
+    def _rows(self, query: sa.Select[Any]) -> list[Any]:
+        with self.eventlog.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def _hash(self, key: str) -> dict[str, str]:
+        return dict(self.client.hscan_iter(key, count=5000))
+
+    def _zset(self, key: str) -> dict[str, str]:
+        return {m: _score(s) for m, s in self.client.zscan_iter(key, count=5000)}
+
+    def run(self, vertical: str | None = None, creator: str | None = None) -> list[Drift]:
+        """Every difference, for one vertical, one creator or (neither given) everything."""
+        drifts: list[Drift] = []
+        if vertical is None and creator is None:
+            drifts += self._registry(
+                keys.verticals_key(self.prefix),
+                self.eventlog.verticals(),
+                self.conns.setlists.verticals(),
+            )
+            drifts += self._registry(
+                keys.creators_key(self.prefix),
+                self.eventlog.creators(),
+                self.conns.videos.creators(),
+            )
+            verticals = sorted(
+                set(self.eventlog.verticals()) | set(self.conns.setlists.verticals())
+            )
+            creators = sorted(set(self.eventlog.creators()) | set(self.conns.videos.creators()))
+        else:
+            verticals = [vertical] if vertical else []
+            creators = [creator] if creator else []
+        for name in verticals:
+            drifts += self.vertical(name)
+        for name in creators:
+            drifts += self.creator(name)
+        return drifts
+
+    def _registry(self, key: str, logged: Iterable[str], live: Iterable[str]) -> list[Drift]:
+        expected = dict.fromkeys(logged, "member")
+        return list(compare(key, expected, dict.fromkeys(live, "member")))
+
+    # -- setlists ---------------------------------------------------------------
+
+    def vertical(self, vertical: str) -> list[Drift]:
+        """Differences in one vertical's keys."""
+        k = keys.vertical_keys(self.prefix, vertical)
+        d = self.dialect
+        winners = self._rows(q.winners_query(d, vertical))
+        stored_today = self.client.hget(k.meta, "today")
+        drifts: list[Drift] = []
+        if winners and stored_today is None:
+            drifts.append(Drift(k.meta, "today", "a date", None))
+        if not winners and stored_today is not None:
+            drifts.append(Drift(k.meta, "today", None, stored_today))
+        today = (
+            dt.date.fromisoformat(stored_today)
+            if stored_today
+            else self.conns.settings.current_date()
+        )
+
+        perf: dict[str, str] = {}
+        plays: dict[str, str] = {}
+        songplays: dict[str, str] = {}
+        for pid, version, kind, song, show_id, date, title in winners:
+            if kind == q.RECORDED:
+                perf[pid] = SEP.join((version, "R", song, show_id, date, title))
+                plays[pid] = _ymd(date)
+                songplays[f"{song}\0{date}\0{pid}"] = "0"
+            else:
+                perf[pid] = version + SEP + "X"
+        drifts += compare(k.perf, perf, self._hash(k.perf))
+        drifts += compare(k.plays, plays, self._zset(k.plays))
+        drifts += compare(k.songplays, songplays, self._zset(k.songplays))
+
+        shows = self._rows(q.shows_query(d, vertical))
+        drifts += compare(
+            k.shows, {f"{date}\0{sid}": _ymd(date) for date, sid, _ in shows}, self._zset(k.shows)
+        )
+        drifts += compare(
+            k.showperfs,
+            {f"{date}\0{sid}": str(n) for date, sid, n in shows},
+            self._hash(k.showperfs),
+        )
+        months: dict[str, str] = {}
+        for month, perfs, nshows in self._rows(q.months_query(d, vertical)):
+            months[f"p:{month}"], months[f"s:{month}"] = str(perfs), str(nshows)
+        drifts += compare(k.months, months, self._hash(k.months))
+
+        songs, bylast, byfirst, win, vel = {}, {}, {}, {}, {}
+        now = (today - dt.date(1970, 1, 1)).days
+        for song, n, first, last, title, p30, p90, p365, first_day in self._rows(
+            q.songs_query(d, vertical, today)
+        ):
+            songs[song] = f"{n}{SEP}{title}"
+            bylast[song], byfirst[song] = _ymd(last), _ymd(first)
+            if p30 or p90 or p365:
+                win[song] = f"{p30}{SEP}{p90}{SEP}{p365}"
+            if first_day <= now:
+                vel[song] = str(-(3 * p30 + 2 * p90 + p365))
+        drifts += compare(k.songs, songs, self._hash(k.songs))
+        drifts += compare(k.bylast, bylast, self._zset(k.bylast))
+        drifts += compare(k.byfirst, byfirst, self._zset(k.byfirst))
+        drifts += compare(k.win, win, self._hash(k.win))
+        drifts += compare(k.vel, vel, self._zset(k.vel))
+
+        bust = {
+            pid: _ymd(date)
+            for pid, date in self._rows(q.bustouts_query(d, vertical, keys.BUSTOUT_INDEX_DAYS))
+        }
+        drifts += compare(k.bust, bust, self._zset(k.bust))
+        return drifts
+
+    # -- videos -----------------------------------------------------------------
+
+    def creator(self, creator: str) -> list[Drift]:
+        """Differences in one creator's per-day, per-weekday and total sums."""
+        k = keys.creator_keys(self.prefix, creator)
+        drifts: list[Drift] = []
+        days: dict[str, str] = {}
+        for by, key in (("date", k.day), ("weekday", k.dow), ("total", k.totals)):
+            found = self._hash(key)
+            expected: dict[str, str] = {}
+            rates: dict[str, tuple[float, int]] = {}
+            for grp, n, *sums, rate in self._rows(q.video_sums_query(self.dialect, creator, by)):
+                head = "" if by == "total" else f"{grp}:"
+                if by == "date":
+                    days[str(grp)] = "member"
+                for name, value in zip(("n", *q.COUNTS), (n, *sums), strict=True):
+                    if value:  # a zero sum is an absent field
+                        expected[head + name] = str(value)
+                rates[head] = (float(rate or 0.0), int(n))
+            counted = {f: v for f, v in found.items() if not f.endswith(("rh", "rl"))}
+            drifts += compare(key, expected, counted)
+            drifts += self._rates(key, rates, found)
+        drifts += compare(k.days, days, {m: "member" for m, _ in self.client.zscan_iter(k.days)})
+        return drifts
+
+    def _rates(
+        self, key: str, expected: dict[str, tuple[float, int]], found: dict[str, str]
+    ) -> Iterator[Drift]:
+        """Engagement-rate sums: each video's rate is stored rounded to 1e-7 percent."""
+        heads = set(expected) | {f[: -len("rh")] for f in found if f.endswith("rh")}
+        heads |= {f[: -len("rl")] for f in found if f.endswith("rl")}
+        for head in sorted(heads):
+            want, videos = expected.get(head, (0.0, 0))
+            units = int(found.get(head + "rh", 0)) * RATE_SPLIT + int(found.get(head + "rl", 0))
+            got = units / RATE_UNITS
+            if abs(got - want) > videos * 1e-7 + 1e-9 * abs(want) + 1e-9:
+                yield Drift(key, head + "engagement_rate_sum", f"{want:.7f}", f"{got:.7f}")
+
+
+def verify(
+    conns: Connections,
+    eventlog: EventLog,
+    vertical: str | None = None,
+    creator: str | None = None,
+) -> list[Drift]:
+    """Every difference between the Redis state and the log (empty when they agree)."""
+    return Verifier(conns, eventlog).run(vertical, creator)
