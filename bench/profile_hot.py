@@ -1,0 +1,228 @@
+"""Where ingest and read time goes: a time split per stage and pyinstrument profiles.
+
+    python bench/profile_hot.py [--events N] [--profile]
+
+Runs on a private ``redis-server`` started on a free port (and stopped at the end), so
+that ``INFO commandstats`` counts this process's script time only. Stages of the
+worker's job (``worker.jobs.apply_batch``) are timed one by one on the real Grateful
+Dead events in batches of 1,000: JSON decoding, pydantic validation, building script
+arguments, packing the command (redis-py), the script in Redis, and the rest. With
+``--profile`` (needs ``pip install pyinstrument``) it also prints call-tree profiles of
+the job, the publisher and the read routes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from bench import data, reads
+from bench.procs import free_port
+from events.publisher import Publisher
+from events.schemas import PerformanceRecorded, parse_event
+from stats import keys
+from stats.setlists import EVENTS_PER_CALL, SetlistStore, _event_args
+from stats.settings import Settings
+
+BATCH = 1000
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, without persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="swprof-")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def script_usec(client: Any) -> float:
+    """Microseconds Redis spent in EVALSHA so far."""
+    stats = client.info("commandstats").get("cmdstat_evalsha")
+    return float(stats["usec"]) if stats else 0.0
+
+
+def stage_split(client: Any, events: list[dict[str, Any]], today: dt.date) -> dict[str, float]:
+    """Seconds per stage of applying ``events`` in jobs of ``BATCH`` (what a worker does)."""
+    prefix = f"prof{uuid.uuid4().hex[:6]}"
+    store = SetlistStore(client, prefix)
+    conn = client.connection_pool.get_connection()
+    payloads = [json.dumps(events[i : i + BATCH]) for i in range(0, len(events), BATCH)]
+    out = dict.fromkeys(
+        (
+            "json decode",
+            "pydantic validation",
+            "script args",
+            "command packing (redis-py)",
+            "script in Redis (server)",
+            "apply, rest (round trip, replies)",
+        ),
+        0.0,
+    )
+    vkeys = list(keys.vertical_keys(prefix, data.VERTICAL))
+    for payload in payloads:
+        t0 = time.perf_counter()
+        raw = json.loads(payload)
+        t1 = time.perf_counter()
+        models = [parse_event(e) for e in raw]
+        t2 = time.perf_counter()
+        args: list[str] = [today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)]
+        for m in models:
+            assert isinstance(m, PerformanceRecorded)
+            args.extend(_event_args(m))
+        t3 = time.perf_counter()
+        conn.pack_command("EVALSHA", "0" * 40, len(vkeys), *vkeys, *args)
+        t4 = time.perf_counter()
+        before = script_usec(client)
+        t5 = time.perf_counter()
+        store.apply(models, today)
+        t6 = time.perf_counter()
+        server = (script_usec(client) - before) / 1e6
+        out["json decode"] += t1 - t0
+        out["pydantic validation"] += t2 - t1
+        out["script args"] += t3 - t2
+        out["command packing (redis-py)"] += t4 - t3
+        out["script in Redis (server)"] += server
+        out["apply, rest (round trip, replies)"] += (t6 - t5) - server - (t3 - t2) - (t4 - t3)
+    client.connection_pool.release(conn)
+    for key in client.scan_iter(keys.all_keys_pattern(prefix)):
+        client.delete(key)
+    return out
+
+
+def publish_split(raw: Any, events: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds of publishing ``events`` (validate, dump, enqueue) in batches of ``BATCH``."""
+    queue = Queue(f"prof{uuid.uuid4().hex[:6]}-q", connection=raw, serializer=JSONSerializer)
+    t0 = time.perf_counter()
+    models = [parse_event(e) for e in events]
+    t1 = time.perf_counter()
+    dumped = [m.to_json_dict() for m in models]
+    t2 = time.perf_counter()
+    Publisher(queue, batch_size=BATCH).publish(models)
+    t3 = time.perf_counter()
+    queue.empty()
+    return {
+        "pydantic validation": t1 - t0,
+        "model_dump to JSON data": t2 - t1,
+        "publish (dump + enqueue)": t3 - t2,
+        "publish total, validated per event": (t1 - t0) + (t3 - t2),
+        "events": float(len(dumped)),
+    }
+
+
+def profile(label: str, fn: Any) -> None:
+    """A pyinstrument call tree of ``fn()``."""
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    fn()
+    profiler.stop()
+    print(f"\n===== profile: {label}")
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=0, help="events to use (default: all)")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument call trees too")
+    args = parser.parse_args(argv)
+    server = PrivateRedis()
+    try:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        rawc = redis.Redis.from_url(server.url)
+        plays = list(data.scaled_plays(data.load_plays(), 1))
+        today = data.last_date(plays)
+        events = [data.event_dict(p) for p in plays]
+        if args.events:
+            events = events[: args.events]
+        n = len(events)
+        split = stage_split(client, events, today)
+        total = sum(split.values())
+        print(f"worker apply path, {n} events in jobs of {BATCH} (RQ overhead not included):")
+        for stage, seconds in split.items():
+            print(
+                f"  {stage:38s} {seconds * 1e6 / n:7.1f} us/event  {100 * seconds / total:5.1f} %"
+            )
+        print(f"  {'total':38s} {total * 1e6 / n:7.1f} us/event  -> {n / total:,.0f} events/s")
+        pub = publish_split(rawc, events)
+        print(f"publisher, {n} events in batches of {BATCH}:")
+        for stage, seconds in pub.items():
+            if stage != "events":
+                print(f"  {stage:38s} {seconds * 1e6 / n:7.1f} us/event")
+        if args.profile:
+            from worker import context, jobs
+            from worker.connections import Connections
+
+            prefix = f"prof{uuid.uuid4().hex[:6]}"
+            conns = Connections(
+                Settings(redis_url=server.url, key_prefix=prefix, today=today), client, rawc
+            )
+            context.set_current(conns)
+            batches = [events[i : i + BATCH] for i in range(0, n, BATCH)]
+            profile("worker job apply_batch", lambda: [jobs.apply_batch(b) for b in batches])
+            queue = Queue(f"{prefix}-q", connection=rawc, serializer=JSONSerializer)
+            profile(
+                "publisher publish_objects",
+                lambda: Publisher(queue, batch_size=BATCH).publish_objects(events),
+            )
+            songs = ["playing-in-the-band", "truckin", "dark-star"]
+
+            def read_all() -> None:
+                for i in range(100):
+                    for route in reads.ROUTES:
+                        route.call(conns, data.VERTICAL, songs[i % len(songs)])
+
+            profile("read routes in process (100 x each)", read_all)
+        print(f"\nEVENTS_PER_CALL={EVENTS_PER_CALL}")
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
