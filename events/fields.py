@@ -7,7 +7,15 @@ import re
 import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StrictInt,
+    StrictStr,
+)
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 SLUG_RE = re.compile(SLUG_PATTERN)
@@ -56,19 +64,57 @@ def _date(value: Any) -> dt.date:
     return parsed
 
 
-def _timestamp(value: Any) -> dt.datetime:
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+class Instant(dt.datetime):
+    """A timezone-aware datetime that keeps the nanoseconds below its microsecond.
+
+    RFC 3339 allows any number of fraction digits; two events of one source may differ
+    by less than a microsecond, and the later must still win.
+    """
+
+    nanos: int = 0
+
+    def rfc3339(self) -> str:
+        """The instant as written on the wire, to the nanosecond, with its own offset."""
+        text = self.strftime("%Y-%m-%dT%H:%M:%S")
+        if self.microsecond or self.nanos:
+            text += f".{self.microsecond:06d}{self.nanos:03d}".rstrip("0")
+        return text + _offset(self)
+
+
+def _offset(value: dt.datetime) -> str:
+    delta = value.utcoffset() or dt.timedelta(0)
+    if not delta:
+        return "Z"
+    sign = "-" if delta < dt.timedelta(0) else "+"
+    minutes = abs(int(delta.total_seconds())) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _timestamp(value: Any) -> Instant:
+    if isinstance(value, Instant):
         return value
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return Instant.fromisoformat(value.isoformat())
     if not isinstance(value, str) or not _RFC3339_RE.fullmatch(value):
         raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2024-05-01T20:00:00Z")
     text = value.replace("t", "T").replace(" ", "T").replace("z", "Z")
+    nanos = 0
     frac = re.search(r"\.(\d+)", text)
-    if frac and len(frac.group(1)) > 6:  # keep microseconds; finer digits are dropped
+    if frac and len(frac.group(1)) > 6:
+        nanos = int(frac.group(1)[6:].ljust(3, "0"))
         text = text.replace(frac.group(0), "." + frac.group(1)[:6])
     try:
-        return dt.datetime.fromisoformat(text)
+        parsed = Instant.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{value!r} is not a real instant") from None
+    parsed.nanos = nanos
+    return parsed
+
+
+def _timestamp_json(value: dt.datetime) -> str:
+    if isinstance(value, Instant):
+        return value.rfc3339()
+    return value.isoformat()
 
 
 Slug = Annotated[StrictStr, AfterValidator(_slug)]
@@ -76,18 +122,21 @@ Ident = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator
 Title = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 Text = Annotated[StrictStr, Field(max_length=2000)]
 EventDate = Annotated[dt.date, BeforeValidator(_date)]
-Timestamp = Annotated[dt.datetime, BeforeValidator(_timestamp)]
+Timestamp = Annotated[
+    dt.datetime, PlainValidator(_timestamp), PlainSerializer(_timestamp_json, when_used="json")
+]
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 
 
 def version_of(occurred_at: dt.datetime, event_id: str) -> str:
-    """Sortable version string: fixed-width UTC microseconds, ``|``, then the event id.
+    """Sortable version string: fixed-width UTC nanoseconds, ``|``, then the event id.
 
     Byte order of two versions is the order of ``(occurred_at, event_id)``.
     """
     delta = occurred_at.astimezone(dt.UTC) - _EPOCH0
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return f"{micros:018d}|{event_id}"
+    nanos = micros * 1000 + getattr(occurred_at, "nanos", 0)
+    return f"{nanos:021d}|{event_id}"
 
 
 def normalize_hashtag(tag: str) -> str:

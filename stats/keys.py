@@ -14,7 +14,7 @@ name        type   holds
 perf        hash   performance_id -> winning event: ``version``, then ``R`` (present)
                    with song, show_id, show_date, song_title; or ``X`` (retracted).
                    Fields are separated by the byte 0x1F. ``version`` is the UTC
-                   microsecond timestamp (18 digits) + ``|`` + event_id.
+                   nanosecond timestamp (21 digits) + ``|`` + event_id.
 plays       zset   performance_id scored by its show date (present performances only)
 songplays   zset   ``song\\0date\\0performance_id``, all scores 0: lexical order is
                    (song, date, performance_id), so one song's plays are one range

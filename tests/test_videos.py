@@ -325,14 +325,14 @@ def test_documented_key_schema(store: VideoStore, backend: Any) -> None:
     )
     c, p = backend.client, backend.prefix
     assert c.smembers(f"{p}:creators") == {"bob"}
-    version = "063852800400000000|e1"  # 2024-06-01T01:00Z in microseconds since 0001-01-01
+    version = "063852800400000000000|e1"  # 2024-06-01T01:00Z in nanoseconds since 0001-01-01
     assert c.hget(f"{p}:{{c:bob}}:video", "v1") == "\x1f".join(
         [version, "", version, "2024-05-06", "x", "100", "7", "3", "0", "0", "0", "0", "100000000"]
     )
     assert c.hget(f"{p}:{{c:bob}}:video", "v0").split("\x1f")[:4] == [
         "",
         "",
-        "063852800400000000|e0",
+        "063852800400000000000|e0",
         "",
     ]
     assert c.zrange(f"{p}:{{c:bob}}:days", 0, -1, withscores=True) == [("2024-05-06", 20240506.0)]
