@@ -33,6 +33,7 @@ from tests.log_support import (
 )
 from worker import cli, eventlog, migrations, publishing
 from worker.eventlog import EventLog, SchemaNotReady, event_log, make_engine
+from worker.log_table import row_of
 from worker.runner import failed_jobs, run_worker
 from worker.verify import verify
 
@@ -77,26 +78,40 @@ def test_migrate_command_builds_the_schema_the_models_describe(
 ) -> None:
     monkeypatch.setenv("STATSWORKER_DATABASE_URL", empty_db)
     cli.get_settings.cache_clear()
+    engine = make_engine(empty_db)
     try:
         assert cli.main(["migrate", "--check"]) == 1
         assert cli.main(["migrate"]) == 0
         assert cli.main(["migrate", "--check"]) == 0
         assert {"event_log", migrations.VERSION_TABLE} <= _tables(empty_db)
-        engine = make_engine(empty_db)
-        try:
-            with engine.connect() as conn:
-                ctx = MigrationContext.configure(
-                    conn, opts={"version_table": migrations.VERSION_TABLE, "compare_type": True}
-                )
-                assert compare_metadata(ctx, eventlog.metadata) == []
-        finally:
-            engine.dispose()
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"version_table": migrations.VERSION_TABLE, "compare_type": True}
+            )
+            assert compare_metadata(ctx, eventlog.metadata) == []
+        # A log written before the setlist fields existed gets them from its bodies.
+        assert cli.main(["migrate", "--revision", "0001_event_log"]) == 0
+        events = random_stream(seed=2, performances=20, videos=3)
+        old = sa.Table("event_log", sa.MetaData(), autoload_with=engine)
+        with engine.begin() as conn:
+            conn.execute(
+                old.insert(),
+                [
+                    {k: v for k, v in row_of(e, eventlog.utcnow()).items() if k != "fields"}
+                    for e in events
+                ],
+            )
+        assert cli.main(["migrate"]) == 0
+        assert {r["event_id"]: r["fields"] for r in _rows(empty_db)} == {
+            e.event_id: eventlog.setlist_fields(e) for e in events
+        }
         assert cli.main(["migrate", "--revision", "base"]) == 0
         assert "event_log" not in _tables(empty_db)
         assert cli.main(["migrate", "--check"]) == 1
         assert cli.main(["migrate"]) == 0
         assert "event_log" in _tables(empty_db)
     finally:
+        engine.dispose()
         cli.get_settings.cache_clear()
 
 
@@ -128,6 +143,7 @@ def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) 
         assert row["type"] == event.type
         assert row["version"] == event.version
         assert row["body"] == event.to_json_dict()
+        assert row["fields"] == eventlog.setlist_fields(event)
         assert row["enqueued"] is False
         assert eventlog.as_utc(row["occurred_at"]) == event.occurred_at  # type: ignore[arg-type]
         vertical = getattr(event, "vertical", None)

@@ -28,7 +28,8 @@ from tests.log_support import (
 )
 from worker import cli, publishing, rebuild_setlists
 from worker.connections import Connections
-from worker.eventlog import PerformanceRow
+from worker.eventlog import PerformanceRow, setlist_fields
+from worker.read_ahead import prefetch
 from worker.rebuild import Rebuilder
 from worker.runner import failed_jobs, run_worker
 from worker.verify import Drift, verify
@@ -98,18 +99,17 @@ def test_rebuild_after_losing_redis_answers_every_route_as_before(
 
 
 def _rows(events: list[Event]) -> list[PerformanceRow]:
-    rows = []
-    for seq, e in enumerate(events):
-        if isinstance(e, PerformanceRecorded):
-            rows.append(
-                PerformanceRow(
-                    seq, e.performance_id, e.version, True, e.song, e.show_id,
-                    e.show_date.isoformat(), e.song_title, False,
-                )
-            )  # fmt: skip
-        elif isinstance(e, PerformanceRetracted):
-            rows.append(PerformanceRow(seq, e.performance_id, e.version, False, *[None] * 4, False))
-    return rows
+    return [
+        PerformanceRow(
+            seq,
+            e.performance_id,
+            e.version,
+            isinstance(e, PerformanceRecorded),
+            setlist_fields(e),
+        )
+        for seq, e in enumerate(events)
+        if isinstance(e, PerformanceRecorded | PerformanceRetracted)
+    ]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -139,7 +139,7 @@ def test_the_bulk_build_writes_the_keys_the_incremental_apply_writes(
     SetlistStore(backend.client, incremental).apply(stream, TODAY)
     for vertical in ("band-a", "band-b", "band-x"):
         mine = [e for e in stream if e.vertical == vertical]
-        state = rebuild_setlists.build(rebuild_setlists.winners(_rows(mine)), TODAY)
+        state = rebuild_setlists.build(rebuild_setlists.winners([_rows(mine)]), TODAY)
         rebuild_setlists.write(backend.client, keys.vertical_keys(bulk, vertical), state)
         want = state_dump(backend.client, tuple(keys.vertical_keys(incremental, vertical)))
         got = state_dump(backend.client, tuple(keys.vertical_keys(bulk, vertical)))
@@ -270,3 +270,18 @@ def test_verify_names_each_figure_that_drifted(backend: Backend, log_url: str) -
     assert found[(key, "band-q")] == Drift(key, "band-q", None, "member")
     assert (v.day, f"{date}:engagement_rate_sum") in found
     assert len(found) == 6
+
+
+def test_the_log_is_read_ahead_in_order_and_its_errors_reach_the_reader() -> None:
+    def batches() -> Iterator[list[int]]:
+        yield from ([i, i + 1] for i in range(0, 20, 2))
+        raise RuntimeError("the database went away")
+
+    got: list[int] = []
+    with pytest.raises(RuntimeError, match="went away"):
+        for batch in prefetch(batches(), depth=2):
+            got.extend(batch)
+    assert got == list(range(20))
+    early = prefetch(iter([[1], [2], [3]]), depth=1)
+    assert next(early) == [1]
+    early.close()  # a reader that stops early does not leave the thread behind

@@ -18,18 +18,23 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
-from events.schemas import (
-    Event,
-    PerformanceRecorded,
-    PerformanceRetracted,
-    parse_event,
+from events.schemas import Event, parse_event
+from worker.log_table import (
+    FIELD_SEP,
+    PENDING,
+    PERFORMANCES_QUERY,
+    PerformanceRow,
+    event_log,
+    metadata,
+    row_of,
+    setlist_fields,
 )
 from worker.migrations import SchemaNotReady, ensure_schema
 
@@ -40,63 +45,6 @@ REPLAY_BATCH = 5000
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long an SQLite writer waits for another process's write lock before failing."""
-
-metadata = sa.MetaData()
-
-Body = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
-
-event_log = sa.Table(
-    "event_log",
-    metadata,
-    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(200), nullable=False),
-    sa.Column("type", sa.String(40), nullable=False),
-    sa.Column("vertical", sa.String(128), nullable=True),
-    sa.Column("creator", sa.String(128), nullable=True),
-    sa.Column("entity_id", sa.String(200), nullable=False),
-    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("version", sa.String(240), nullable=False),
-    sa.Column("body", Body, nullable=False),
-    sa.Column("logged_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("enqueued", sa.Boolean(), nullable=False, server_default=sa.false()),
-    sa.UniqueConstraint("event_id", name="uq_event_log_event_id"),
-    sa.Index("ix_event_log_vertical", "vertical", "entity_id"),
-    sa.Index("ix_event_log_creator", "creator", "entity_id"),
-    sa.Index(
-        "ix_event_log_pending",
-        "logged_at",
-        postgresql_where=sa.text("NOT enqueued"),
-        sqlite_where=sa.text("NOT enqueued"),
-    ),
-)
-"""One row per distinct accepted event (the first one stored wins on a repeated id)."""
-
-
-@dataclass(frozen=True)
-class Recent:
-    """Rows stored after a point: ``seq`` above a mark, or logged at or after a time."""
-
-    after_seq: int
-    logged_since: dt.datetime
-
-    def condition(self) -> sa.ColumnElement[bool]:
-        """The SQL condition."""
-        return sa.or_(event_log.c.seq > self.after_seq, event_log.c.logged_at >= self.logged_since)
-
-
-class PerformanceRow(NamedTuple):
-    """What the setlist state needs of a logged performance event."""
-
-    seq: int
-    performance_id: str
-    version: str
-    recorded: bool
-    song: str | None
-    show_id: str | None
-    show_date: str | None
-    song_title: str | None
-    recent: bool
 
 
 @dataclass(frozen=True)
@@ -110,34 +58,10 @@ class LoggedEvent:
     entity_id: str
     version: str
     body: dict[str, Any]
-    recent: bool = False
-    """Whether the row matched ``iter_events``' ``recent`` condition."""
 
     def event(self) -> Event:
         """The event, validated again (it was valid when it was logged)."""
         return parse_event(self.body)
-
-
-def _scope(event: Event) -> tuple[str | None, str | None, str]:
-    if isinstance(event, PerformanceRecorded | PerformanceRetracted):
-        return event.vertical, None, event.performance_id
-    return None, event.creator, event.video_id
-
-
-def _row(event: Event, now: dt.datetime) -> dict[str, Any]:
-    vertical, creator, entity_id = _scope(event)
-    return {
-        "event_id": event.event_id,
-        "type": event.type,
-        "vertical": vertical,
-        "creator": creator,
-        "entity_id": entity_id,
-        "occurred_at": event.occurred_at.astimezone(dt.UTC),
-        "version": event.version,
-        "body": event.to_json_dict(),
-        "logged_at": now,
-        "enqueued": False,
-    }
 
 
 def utcnow() -> dt.datetime:
@@ -215,7 +139,7 @@ class EventLog:
         if not events:
             return
         now = utcnow()
-        rows = [_row(event, now) for event in events]
+        rows = [row_of(event, now) for event in events]
         with self.engine.begin() as conn:
             conn.execute(self._insert(), rows)
 
@@ -237,7 +161,7 @@ class EventLog:
         """Events logged before ``logged_before`` that never reached the queue, oldest first."""
         query = (
             self._select()
-            .where(event_log.c.enqueued.is_(False), event_log.c.logged_at < logged_before)
+            .where(sa.text(PENDING), event_log.c.logged_at < logged_before)
             .order_by(event_log.c.logged_at, event_log.c.seq)
             .limit(limit)
         )
@@ -251,9 +175,7 @@ class EventLog:
 
     @staticmethod
     def _logged(row: Any) -> LoggedEvent:
-        seq, kind, vertical, creator, entity_id, version, body = row[:7]
-        recent = bool(row[7]) if len(row) > 7 else False
-        return LoggedEvent(seq, kind, vertical, creator, entity_id, version, body, recent)
+        return LoggedEvent(*row)
 
     def _scoped(
         self, query: sa.Select[Any], vertical: str | None, creator: str | None
@@ -268,46 +190,25 @@ class EventLog:
         self,
         vertical: str | None = None,
         creator: str | None = None,
-        recent: Recent | None = None,
         batch: int = REPLAY_BATCH,
     ) -> Iterator[list[LoggedEvent]]:
-        """Read the log back in batches (of one vertical or creator when given).
-
-        Args:
-            recent: marks the rows stored after that point (``LoggedEvent.recent``).
-        """
+        """Read the log back in batches (of one vertical or creator when given)."""
         query = self._scoped(self._select(), vertical, creator)
-        if recent is not None:
-            query = query.add_columns(recent.condition().label("recent"))
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
             for part in result.partitions(batch):
                 yield [self._logged(row) for row in part]
 
     def iter_performances(
-        self, vertical: str, recent: Recent, batch: int = REPLAY_BATCH
+        self, vertical: str, batch: int = REPLAY_BATCH
     ) -> Iterator[Sequence[PerformanceRow]]:
-        """A vertical's rows with the fields its setlist state needs, read by the database
-        out of the JSON body: the fast path of ``rebuild`` (no JSON decoding in Python,
-        and the rows come as the driver makes them, shaped like :class:`PerformanceRow`).
-        """
-        c, body = event_log.c, event_log.c.body
-        columns = (
-            c.seq,
-            c.entity_id,
-            c.version,
-            c.type == "performance.recorded",
-            body["song"].as_string(),
-            body["show_id"].as_string(),
-            body["show_date"].as_string(),
-            body["song_title"].as_string(),
-            recent.condition(),
-        )
-        query = sa.select(
-            *(col.label(name) for col, name in zip(columns, PerformanceRow._fields, strict=True))
-        ).where(c.vertical == vertical)
+        """A vertical's rows as the setlist state needs them: the fast path of ``rebuild``
+        (plain SQL text, no JSON decoded, rows as the driver makes them, shaped like
+        :class:`PerformanceRow`; a third of the cost of the same query built with Core)."""
         with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                PERFORMANCES_QUERY, {"vertical": vertical}
+            )
             for part in result.partitions(batch):
                 yield cast("Sequence[PerformanceRow]", part)
 
@@ -320,15 +221,28 @@ class EventLog:
                 out.extend(self._logged(row) for row in conn.execute(query))
         return out
 
-    def recent_seqs(
-        self, recent: Recent, vertical: str | None = None, creator: str | None = None
-    ) -> list[int]:
-        """``seq`` of the rows (of one vertical or creator) stored after ``recent``'s point."""
-        query = self._scoped(sa.select(event_log.c.seq), vertical, creator).where(
-            recent.condition()
-        )
+    def first_seq_since(self, logged_since: dt.datetime) -> int | None:
+        """The smallest ``seq`` of the rows logged at or after ``logged_since``."""
+        query = sa.select(sa.func.min(event_log.c.seq)).where(event_log.c.logged_at >= logged_since)
         with self.engine.connect() as conn:
-            return list(conn.execute(query).scalars())
+            found = conn.execute(query).scalar()
+            return None if found is None else int(found)
+
+    def seqs_from(
+        self, first: int, vertical: str | None = None, creator: str | None = None
+    ) -> list[int]:
+        """``seq`` of the rows (of one vertical or creator) numbered ``first`` or more."""
+        query = self._scoped(sa.select(event_log.c.seq), vertical, creator)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.where(event_log.c.seq >= first)).scalars())
+
+    def count_from(
+        self, first: int, vertical: str | None = None, creator: str | None = None
+    ) -> int:
+        """How many rows (of one vertical or creator) are numbered ``first`` or more."""
+        query = self._scoped(sa.select(sa.func.count()).select_from(event_log), vertical, creator)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query.where(event_log.c.seq >= first)).scalar_one())
 
     def count(self, vertical: str | None = None, creator: str | None = None) -> int:
         """Events in the log (of one vertical or creator when given)."""
@@ -359,7 +273,17 @@ class EventLog:
         self.engine.dispose()
 
 
-__all__ = ["EventLog", "LoggedEvent", "SchemaNotReady", "event_log", "open_log"]
+__all__ = [
+    "FIELD_SEP",
+    "EventLog",
+    "LoggedEvent",
+    "PerformanceRow",
+    "SchemaNotReady",
+    "event_log",
+    "metadata",
+    "open_log",
+    "setlist_fields",
+]
 
 _open: dict[str, EventLog] = {}
 _open_lock = threading.Lock()

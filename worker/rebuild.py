@@ -2,7 +2,7 @@
 
 For each vertical and creator in scope:
 
-1. note the log's last ``seq`` and the time;
+1. note the log's last ``seq``;
 2. build the state from the log under a private staging prefix (setlists with
    ``worker.rebuild_setlists``, videos with the store's own apply fed each video's
    deciding events only), while the live keys keep answering reads;
@@ -10,10 +10,12 @@ For each vertical and creator in scope:
    keys that have no fresh counterpart (all keys of a vertical or creator share a
    hash tag, so this is one slot): readers see the old state or the new one, never
    half of either;
-4. apply again, through the ordinary incremental path, the events logged since step
-   1 (and a margin before it, for transactions that were still open): a worker may
-   have applied them to the old keys while step 2 ran. Applying is idempotent, so
-   the overlap is harmless.
+4. apply again, through the ordinary incremental path, the events stored after step
+   1 that step 2 did not read: a worker may have applied them to the old keys while
+   step 2 ran. Rows numbered from the first one logged a minute before the rebuild
+   began are watched too, for a publisher whose transaction was still open when the
+   replay read (its rows have smaller numbers but commit later). Applying is
+   idempotent, so any overlap is harmless.
 
 Verticals and creators that have live state but no event in the log are deleted by a
 full rebuild: the state is a function of the log.
@@ -23,8 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,13 +36,14 @@ from stats import keys
 from stats.videos import VideoStore
 from worker import rebuild_setlists
 from worker.connections import Connections
-from worker.eventlog import EventLog, LoggedEvent, PerformanceRow, Recent, utcnow
+from worker.eventlog import EventLog, LoggedEvent, PerformanceRow, utcnow
+from worker.read_ahead import prefetch
 
 log = logging.getLogger(__name__)
 
 TAIL_MARGIN = dt.timedelta(seconds=60)
-"""Events logged this long before a scope's replay began are applied again after the
-switch, covering a publisher whose transaction was still open when the replay read."""
+"""Rows logged this long before a rebuild began are watched for (see step 4 above): a
+publisher's transaction lasts far less."""
 
 Row = TypeVar("Row", LoggedEvent, PerformanceRow)
 
@@ -75,58 +76,8 @@ class RebuildReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-PREFETCH_BATCHES = 4
-"""Batches of log rows read ahead while the previous ones are processed."""
-
-
 def _noop(_n: int) -> None:
     pass
-
-
-T = TypeVar("T")
-
-
-def prefetch(batches: Iterator[T], depth: int = PREFETCH_BATCHES) -> Iterator[T]:
-    """``batches``, read ahead by a thread: the database driver works (outside the GIL)
-    while this thread processes the previous batch."""
-    ahead: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for batch in batches:
-                if not put(("batch", batch)):
-                    return
-            put(("done", None))
-        except BaseException as exc:  # handed to the reading thread, which raises it
-            put(("error", exc))
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=read, name="statsworker-log-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            kind, item = ahead.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join(timeout=30)
 
 
 def _switch(client: Any, live: tuple[str, ...], fresh: tuple[str, ...]) -> None:
@@ -156,6 +107,7 @@ class Rebuilder:
         self.eventlog = eventlog
         self.progress = progress or _noop
         self.staging = keys.staging_prefix(self.prefix, uuid.uuid4().hex[:12])
+        self.recent_floor: int | None = None
 
     def today(self, vertical: str) -> dt.date:
         """The day to keep windowed counters for: never earlier than the live state's."""
@@ -184,6 +136,7 @@ class Rebuilder:
     def run(self, vertical: str | None = None, creator: str | None = None) -> RebuildReport:
         """Rebuild one vertical, one creator, or (neither given) everything."""
         started = time.perf_counter()
+        self.recent_floor = self.eventlog.first_seq_since(utcnow() - TAIL_MARGIN)
         verticals, creators = self.scopes(vertical, creator)
         report = RebuildReport()
         for name in verticals:
@@ -208,25 +161,39 @@ class Rebuilder:
             self.client.srem(key, name)
 
     def _tail(self) -> _Tail:
-        return _Tail(Recent(self.eventlog.max_seq(), utcnow() - TAIL_MARGIN))
+        """What to watch for while a scope is replayed: rows numbered past the log's end
+        now, or logged since the run began (a margin before it, in fact)."""
+        first = self.eventlog.max_seq() + 1
+        if self.recent_floor is not None:
+            first = min(first, self.recent_floor)
+        return _Tail(first)
 
-    def _counted(self, batches: Iterator[Sequence[Row]], tail: _Tail) -> Iterator[Row]:
-        """The rows of ``batches``, noting the recent ones and advancing the progress bar."""
+    def _counted(self, batches: Iterator[Sequence[Row]], tail: _Tail) -> Iterator[Sequence[Row]]:
+        """``batches``, read ahead, counted and shown on the progress bar."""
         for batch in prefetch(batches):
-            for row in batch:
-                if row.recent:
-                    tail.seen.add(row.seq)
-            yield from batch
+            yield batch
             tail.read += len(batch)
             self.progress(len(batch))
+
+    def _noted(self, batches: Iterator[Sequence[Row]], tail: _Tail) -> Iterator[Row]:
+        """The rows of ``batches``, noting the recent ones (see :meth:`_catch_up`)."""
+        for batch in self._counted(batches, tail):
+            for row in batch:
+                if row.seq >= tail.first:
+                    tail.seen.add(row.seq)
+            yield from batch
 
     def _catch_up(
         self, tail: _Tail, vertical: str | None = None, creator: str | None = None
     ) -> list[Any]:
         """Events stored since the replay began that the replay did not read."""
+        if self.eventlog.count_from(tail.first, vertical=vertical, creator=creator) == len(
+            tail.seen
+        ):
+            return []  # the usual case: nothing was logged meanwhile
         missed = [
             seq
-            for seq in self.eventlog.recent_seqs(tail.recent, vertical=vertical, creator=creator)
+            for seq in self.eventlog.seqs_from(tail.first, vertical=vertical, creator=creator)
             if seq not in tail.seen
         ]
         return [row.event() for row in self.eventlog.events_at(missed)]
@@ -238,7 +205,9 @@ class Rebuilder:
         tail = self._tail()
         try:
             won = rebuild_setlists.winners(
-                self._counted(self.eventlog.iter_performances(vertical, tail.recent), tail)
+                self._counted(self.eventlog.iter_performances(vertical), tail),
+                recent_from=tail.first,
+                recent=tail.seen,
             )
             rebuild_setlists.write(self.client, fresh, rebuild_setlists.build(won, today))
             _switch(self.client, tuple(live), tuple(fresh))
@@ -256,7 +225,7 @@ class Rebuilder:
         tail = self._tail()
         try:
             deciding = deciding_video_events(
-                self._counted(self.eventlog.iter_events(creator=creator, recent=tail.recent), tail)
+                self._noted(self.eventlog.iter_events(creator=creator), tail)
             )
             if deciding:
                 VideoStore(self.client, self.staging).apply(deciding)
@@ -272,7 +241,9 @@ class Rebuilder:
 
 @dataclass
 class _Tail:
-    recent: Recent
+    first: int
+    """Rows numbered this or more were stored after the replay of the scope began, or
+    just before (a superset: re-applying an event is harmless)."""
     seen: set[int] = field(default_factory=set)
     read: int = 0
 

@@ -12,14 +12,15 @@ streams, so a change to the key schema that is not made here too fails there.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from typing import Any
 
 from stats import keys
 from stats.dates import day_number
-from worker.eventlog import PerformanceRow
+from worker.eventlog import FIELD_SEP, PerformanceRow
 
 hiredis: Any
 try:
@@ -49,20 +50,34 @@ class VerticalState:
         return {name for name, v in (*self.hashes.items(), *self.zsets.items()) if v}
 
 
-Winner = tuple[str, Any]
-"""A performance's winning version and its :class:`PerformanceRow` (None when a
-retraction won; a recorded row always has its song, show and date)."""
+Winner = tuple[str, str | None]
+"""A performance's winning version and its ``fields`` (None when a retraction won)."""
 
 
-def winners(rows: Iterable[PerformanceRow]) -> dict[str, Winner]:
-    """performance_id -> its winning version and row (None when it is a retraction)."""
+def winners(
+    batches: Iterable[Sequence[PerformanceRow]],
+    recent_from: int | None = None,
+    recent: set[int] | None = None,
+) -> dict[str, Winner]:
+    """performance_id -> its winning version and ``fields`` (None for a retraction).
+
+    Args:
+        recent_from, recent: the ``seq`` of each row numbered ``recent_from`` or more
+            is added to ``recent`` (what a rebuild watches for; done here, in the one
+            loop over every row).
+    """
     won: dict[str, Winner] = {}
     get = won.get
-    for row in rows:
-        pid, version = row[1], row[2]  # by index: the hot loop of a rebuild
-        current = get(pid)
-        if current is None or version > current[0]:  # str order = UTF-8 byte order
-            won[pid] = (version, row if row[3] else None)
+    first = recent_from if recent_from is not None else float("inf")
+    seen = recent if recent is not None else set()
+    for batch in batches:
+        for row in batch:  # by index: the hot loop of a rebuild
+            if row[0] >= first:
+                seen.add(row[0])
+            pid, version = row[1], row[2]
+            current = get(pid)
+            if current is None or version > current[0]:  # str order = UTF-8 byte order
+                won[pid] = (version, row[4] if row[3] else None)
     return won
 
 
@@ -83,22 +98,29 @@ def build(
     perf: dict[str, str] = {}
     plays: dict[str, int] = {}
     songplays: dict[str, int] = {}
-    showperfs: Counter[str] = Counter()
-    months: Counter[str] = Counter()
+    showperfs: dict[str, int] = {}
+    showperfs_get = showperfs.get
+    months: dict[str, int] = {}
     by_song: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for pid, (version, row) in won.items():
-        if row is None:
+    for pid, (version, fields) in won.items():
+        if fields is None:
             perf[pid] = f"{version}{SEP}X"
             continue
-        song, show_id, date, title = row[4], row[5], row[6], row[7] or row[4]
-        perf[pid] = f"{version}{SEP}R{SEP}{song}{SEP}{show_id}{SEP}{date}{SEP}{title}"
+        song, show_id, date, title = fields.split(FIELD_SEP)
+        if title:  # fields already reads song, show_id, date, title as perf stores them
+            perf[pid] = f"{version}{SEP}R{SEP}{fields}"
+        else:
+            title = song
+            perf[pid] = f"{version}{SEP}R{SEP}{fields}{song}"
         plays[pid] = dates[date][1]
         songplays[f"{song}\0{date}\0{pid}"] = 0
-        showperfs[f"{date}\0{show_id}"] += 1
+        show = f"{date}\0{show_id}"
+        showperfs[show] = showperfs_get(show, 0) + 1
         by_song[song].append((date, pid, title))
     for show, n in showperfs.items():
-        months["p:" + show[:7]] += n
-        months["s:" + show[:7]] += 1
+        month = show[:7]
+        months["p:" + month] = months.get("p:" + month, 0) + n
+        months["s:" + month] = months.get("s:" + month, 0) + 1
 
     now = day_number(today)
     songs: dict[str, str] = {}
@@ -149,10 +171,11 @@ def build(
     )
 
 
-def _chunks(mapping: dict[str, Any]) -> Iterator[list[tuple[str, Any]]]:
-    items = list(mapping.items())
-    for start in range(0, len(items), WRITE_CHUNK):
-        yield items[start : start + WRITE_CHUNK]
+def _chunks(pairs: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """Flat argument lists of at most ``n`` pairs each (the flattening runs in C)."""
+    flat = iter(chain.from_iterable(pairs))
+    while chunk := list(islice(flat, 2 * n)):
+        yield chunk
 
 
 def commands(vkeys: keys.VerticalKeys, state: VerticalState) -> list[tuple[Any, ...]]:
@@ -162,11 +185,11 @@ def commands(vkeys: keys.VerticalKeys, state: VerticalState) -> list[tuple[Any, 
     assert not unknown, f"keys missing from stats.keys.VerticalKeys: {unknown}"
     out: list[tuple[Any, ...]] = []
     for name, fields in state.hashes.items():
-        for chunk in _chunks(fields):
-            out.append(("HSET", targets[name], *(x for pair in chunk for x in pair)))
+        for chunk in _chunks(fields.items(), WRITE_CHUNK):
+            out.append(("HSET", targets[name], *chunk))
     for name, scores in state.zsets.items():
-        for chunk in _chunks(scores):
-            out.append(("ZADD", targets[name], *(x for m, s in chunk for x in (s, m))))
+        for chunk in _chunks(zip(scores.values(), scores.keys(), strict=True), WRITE_CHUNK):
+            out.append(("ZADD", targets[name], *chunk))
     return out
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
-from worker.eventlog import event_log
+from worker.log_table import event_log
 
 RECORDED = "performance.recorded"
 POSTED, UPDATED, DELETED = "video.posted", "video.metrics_updated", "video.deleted"

@@ -11,6 +11,12 @@ import logging
 from functools import cache
 from typing import Any
 
+if logging.getLogger("alembic").level == logging.NOTSET:
+    # Alembic logs its plugins when imported and its dialect whenever a revision is
+    # read: lines at every process start that say nothing to a user of statsworker.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+# Imported once their logging is quiet (see above).
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -20,9 +26,6 @@ from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger(__name__)
 
-if logging.getLogger("alembic.runtime.migration").level == logging.NOTSET:
-    # It announces the dialect each time a revision is read: every process start.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 VERSION_TABLE = "statsworker_alembic_version"
 """Where Alembic records the log's schema revision."""

@@ -11,7 +11,8 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from worker.eventlog import make_engine, metadata
+from worker.eventlog import make_engine
+from worker.log_table import metadata
 from worker.migrations import VERSION_TABLE
 
 MIGRATION_LOCK = 0x5357_4C4F_4721
