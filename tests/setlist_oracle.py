@@ -56,6 +56,11 @@ class Play:
         return (self.show_date, self.performance_id.encode())
 
 
+def _order(event: PerformanceEvent) -> tuple[dt.datetime, int, str]:
+    """(instant, nanoseconds below its microsecond, event_id)."""
+    return (event.occurred_at, getattr(event.occurred_at, "nanos", 0), event.event_id)
+
+
 def _slug_key(slug: str) -> bytes:
     return slug.encode()
 
@@ -69,11 +74,8 @@ class SetlistOracle:
             key = (event.vertical, event.performance_id)
             held = winners.get(key)
             # SPEC 2: the greatest (occurred_at, event_id) wins; occurred_at compares as
-            # an instant whatever its offset, event_id as a string.
-            if held is None or (event.occurred_at, event.event_id) > (
-                held.occurred_at,
-                held.event_id,
-            ):
+            # an instant whatever its offset, to the digit written, event_id as a string.
+            if held is None or _order(event) > _order(held):
                 winners[key] = event
         self.known: set[str] = {vertical for vertical, _ in winners}
         self.plays: dict[str, list[Play]] = defaultdict(list)

@@ -478,7 +478,8 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
     assert c.hget(k + "perf", "p2") == SEP.join(
         [events[1].version, "R", "a", "s2", "2024-03-09", "Song A!"]
     )
-    assert events[1].version == "063839664000000000|" + events[1].event_id
+    # version: UTC nanoseconds since 0001-01-01 in 21 digits, "|", event_id.
+    assert events[1].version == "063839664000000000000|" + events[1].event_id
     assert c.hget(k + "perf", "p5") == events[4].version + SEP + "X"
     assert c.zscore(k + "plays", "p2") == d["2024-03-09"]
     assert c.zrange(k + "songplays", 0, -1) == [
