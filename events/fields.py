@@ -94,7 +94,7 @@ def _timestamp(value: Any) -> Instant:
     if isinstance(value, Instant):
         return value
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return Instant.fromisoformat(value.isoformat())
+        value = value.isoformat()
     if not isinstance(value, str) or not _RFC3339_RE.fullmatch(value):
         raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2024-05-01T20:00:00Z")
     text = value.replace("t", "T").replace(" ", "T").replace("z", "Z")
@@ -107,6 +107,10 @@ def _timestamp(value: Any) -> Instant:
         parsed = Instant.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{value!r} is not a real instant") from None
+    try:
+        parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} lies outside the years 0001-9999 in UTC") from None
     parsed.nanos = nanos
     return parsed
 
