@@ -3,32 +3,109 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from typing import Any
 
-from rq import SimpleWorker
+from rq import SimpleWorker, worker_registration
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, clean_registries
+from rq.results import Result
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 from worker import context
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import start_sweeper
+from worker.reaper import HEARTBEAT_INTERVAL, REAP_INTERVAL, Reaper
 
 log = logging.getLogger(__name__)
 
 
-def make_worker(conns: Connections) -> SimpleWorker:
+class StatsWorker(SimpleWorker):
+    """A worker that keeps a heartbeat while it works and requeues the jobs of dead workers.
+
+    RQ's SimpleWorker writes its heartbeat only between jobs, so its liveness cannot
+    be told from a killed one's for the length of a job timeout. Here a daemon thread
+    writes it every :data:`~worker.reaper.HEARTBEAT_INTERVAL` seconds and, every
+    :data:`~worker.reaper.REAP_INTERVAL` seconds, runs the :class:`~worker.reaper.Reaper`,
+    which gives the jobs of dead workers back to the queue (see ``worker/reaper.py``).
+    RQ's own maintenance still runs, after the reaper, but without its handling of
+    the intermediate list, which the reaper replaces.
+    """
+
+    def __init__(self, *args: Any, guard: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+        self.reapers = [Reaper(queue, own_worker=self.name) for queue in self.queues]
+        self._reap_lock = threading.Lock()
+        self._stop_guard = threading.Event()
+        self._guard_thread: threading.Thread | None = None
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        super().bootstrap(*args, **kwargs)
+        if self.guard:
+            self._guard_thread = threading.Thread(
+                target=self._guard, name=f"{self.name}-heartbeat", daemon=True
+            )
+            self._guard_thread.start()
+
+    def teardown(self) -> None:
+        # Stopped first, so that no heartbeat revives the key register_death retires.
+        self._stop_guard.set()
+        if self._guard_thread is not None:
+            self._guard_thread.join(timeout=10)
+        super().teardown()  # type: ignore[no-untyped-call]
+
+    def reap(self) -> list[str]:
+        """Requeue the orphaned jobs of every queue of this worker; returns their ids."""
+        requeued: list[str] = []
+        with self._reap_lock:
+            for reaper in self.reapers:
+                requeued.extend(reaper.reap())
+        return requeued
+
+    def clean_registries(self) -> None:
+        """RQ's maintenance, after the reaper had the first look at started jobs."""
+        self.reap()
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                try:
+                    clean_registries(queue, self._exc_handlers)
+                    worker_registration.clean_worker_registry(queue)
+                finally:
+                    queue.release_maintenance_lock()  # type: ignore[no-untyped-call]
+        self.last_cleaned_at = now()  # type: ignore[assignment]
+
+    def _guard(self) -> None:
+        next_reap = 0.0
+        elapsed = 0.0
+        while not self._stop_guard.wait(HEARTBEAT_INTERVAL):
+            elapsed += HEARTBEAT_INTERVAL
+            try:
+                self.heartbeat()
+                if elapsed >= next_reap:
+                    next_reap = elapsed + REAP_INTERVAL
+                    self.reap()
+            except Exception:  # Redis away for a moment: the next round tries again
+                log.warning("worker %s: heartbeat or reaping failed", self.name, exc_info=True)
+
+
+def make_worker(conns: Connections) -> StatsWorker:
     """A worker that runs jobs in its own process (no fork per job).
 
     Each job is a batch applied by one Lua call per vertical or creator, so the work
     per job is small and a fork per job would cost more than the job itself (see
-    the README for the measurement).
+    the README for the measurement). With ``memory://`` there is no other process to
+    die, so no heartbeat thread runs.
     """
-    return SimpleWorker(
+    return StatsWorker(
         [conns.queue],
         connection=conns.raw,
         serializer=JSONSerializer,
         name=f"statsworker-{uuid.uuid4().hex[:12]}",
+        guard=not conns.settings.redis_url.startswith(MEMORY_URL),
     )
 
 
@@ -54,9 +131,17 @@ def failed_jobs(conns: Connections) -> list[tuple[str, str]]:
     registry = FailedJobRegistry(queue=conns.queue)
     out = []
     for job_id in registry.get_job_ids():
-        job = Job.fetch(job_id, connection=conns.raw, serializer=JSONSerializer)
-        info = (job.exc_info or "").strip().splitlines()
-        out.append((job_id, info[-1] if info else "unknown reason"))
+        try:
+            job = Job.fetch(job_id, connection=conns.raw, serializer=JSONSerializer)
+        except NoSuchJobError:
+            out.append((job_id, "the job's data has expired"))
+            continue
+        result = job.latest_result()
+        failure = (
+            result.exc_string if result is not None and result.type == Result.Type.FAILED else ""
+        )
+        lines = (failure or "").strip().splitlines()
+        out.append((job_id, lines[-1] if lines else "unknown reason"))
     return out
 
 

@@ -1,0 +1,317 @@
+"""Killed workers and redelivered events: nothing lost, nothing counted twice.
+
+Both tests run ``statsworker worker`` processes against the real Redis, with a private
+key prefix and queue and an SQLite event log in ``tmp_path``, and compare the final
+state with the recompute of ``tests/faults_support.py`` (the setlist oracle, and the
+same distinct events applied once in this process under another prefix).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from rq import Queue, Retry
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.utils import as_text, parse_composite_key
+from rq.worker import BaseWorker
+
+from events.publisher import APPLY_BATCH
+from events.schemas import Event
+from tests.conftest import REAL_REDIS_URL, Backend
+from tests.faults_support import (
+    TODAY,
+    FaultEnv,
+    Workers,
+    check_answers,
+    delete_prefix,
+    deliveries,
+    generate_events,
+    private_name,
+    queue_state,
+    wait_drained,
+)
+from worker import context
+from worker.connections import MEMORY_URL, Connections
+from worker.publishing import make_publisher
+from worker.reaper import DEAD_AFTER, STRANDED_AFTER, Reaper
+from worker.runner import StatsWorker, make_worker
+
+KILLS = 20
+"""Workers SIGKILLed during the ingest of the killed-worker test."""
+
+
+@pytest.fixture
+def env(real_backend: Backend, tmp_path: Path) -> FaultEnv:
+    return FaultEnv(
+        REAL_REDIS_URL,
+        real_backend.prefix,
+        real_backend.queue,
+        f"sqlite:///{tmp_path / 'events.db'}",
+        batch_size=50,
+    )
+
+
+@pytest.fixture
+def workers(env: FaultEnv, tmp_path: Path) -> Iterator[Workers]:
+    procs = Workers(env, tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop()
+
+
+@pytest.fixture
+def reference_prefix(real_backend: Backend) -> Iterator[str]:
+    prefix = private_name("ref")
+    try:
+        yield prefix
+    finally:
+        delete_prefix(real_backend.raw, prefix)
+
+
+def jobs_held_by(conns: Connections, pid: int) -> list[str]:
+    """Ids of the started jobs whose worker process is ``pid``."""
+    held = []
+    for raw in conns.raw.zrange(conns.queue.started_job_registry.key, 0, -1):
+        composite = as_text(raw)
+        name = conns.raw.hget(Execution.from_composite_key(composite, conns.raw).key, "worker_name")
+        if name is None:
+            continue
+        worker_pid = conns.raw.hget(BaseWorker.redis_worker_namespace_prefix + as_text(name), "pid")
+        if worker_pid is not None and int(worker_pid) == pid:
+            held.append(parse_composite_key(composite)[0])
+    return held
+
+
+def publish_in_chunks(
+    conns: Connections, events: Sequence[Event], chunks: int, pause: float, done: threading.Event
+) -> None:
+    """Publish through the real publisher (event log, then queue), a chunk at a time."""
+    publisher = make_publisher(conns)
+    size = -(-len(events) // chunks)
+    try:
+        for start in range(0, len(events), size):
+            publisher.publish(events[start : start + size])
+            time.sleep(pause)
+    finally:
+        done.set()
+
+
+@pytest.mark.timeout(300)
+def test_killed_workers_lose_nothing_and_count_nothing_twice(
+    env: FaultEnv, workers: Workers, reference_prefix: str
+) -> None:
+    """SIGKILL a random worker at random moments during a 50,000-event ingest."""
+    rng = random.Random(20240630)
+    events = generate_events(seed=11, performances=46_000, videos=1_200)
+    assert len(events) >= 50_000
+    stream = list(events) + rng.sample(events, 2_000)  # some published twice
+    rng.shuffle(stream)
+    conns = env.connections()
+    workers.start(3)
+
+    done = threading.Event()
+    publisher = threading.Thread(
+        target=publish_in_chunks, args=(conns, stream, 25, 0.8, done), daemon=True
+    )
+    publisher.start()
+    interrupted: list[str] = []
+    for _ in range(KILLS):
+        time.sleep(rng.uniform(0.3, 1.5))
+        index = rng.randrange(len(workers.procs))
+        pid = workers.procs[index].pid
+        # Give a worker still starting up, or idle, a moment to take a job, so that
+        # most kills land in the middle of one (at a random point of it).
+        deadline = time.monotonic() + 3.0
+        while not jobs_held_by(conns, pid) and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.0, 0.05))
+        workers.kill(index)
+        interrupted.extend(jobs_held_by(conns, pid))
+    publisher.join(timeout=120)
+    assert done.is_set() and not publisher.is_alive(), "publishing did not finish"
+
+    drain_started = time.monotonic()
+    wait_drained(conns, timeout=150, workers=workers)
+    print(
+        f"{KILLS} kills interrupted {len(interrupted)} running job(s); "
+        f"drained {time.monotonic() - drain_started:.1f} s after the last kill"
+    )
+    state = queue_state(conns)
+    assert state["failed"] == 0, "a job of a killed worker was failed instead of re-run"
+    # The test proves something only when kills hit running jobs (they nearly all do).
+    assert interrupted, "no kill interrupted a running job"
+    workers.stop()
+    check_answers(conns, events, reference_prefix)
+
+
+def enqueue_batches(queue: Queue, batches: Sequence[Sequence[Event]]) -> None:
+    """Put each batch on the queue as the publisher would, without the event log."""
+    data = [
+        Queue.prepare_data(APPLY_BATCH, args=([e.to_json_dict() for e in batch],), result_ttl=0)
+        for batch in batches
+    ]
+    for start in range(0, len(data), 200):
+        queue.enqueue_many(data[start : start + 200])
+
+
+@pytest.mark.timeout(240)
+def test_events_delivered_two_or_three_times_by_several_workers(
+    env: FaultEnv, workers: Workers, reference_prefix: str
+) -> None:
+    """Each event 2-3 times, shuffled, some whole jobs twice in a row, three workers at once."""
+    rng = random.Random(7)
+    events = generate_events(seed=12, performances=6_000, videos=300)
+    stream = deliveries(events, seed=13)
+    batches: list[list[Event]] = []
+    for start in range(0, len(stream), 40):
+        batch = stream[start : start + 40]
+        batches.append(batch)
+        if rng.random() < 0.3:  # the same job twice: two workers apply it side by side
+            batches.append(list(batch))
+    conns = env.connections()
+    enqueue_batches(conns.queue, batches)
+    assert len(conns.queue) == len(batches)
+    workers.start(3)  # all at once, so they start on neighbouring (often equal) jobs
+
+    wait_drained(conns, timeout=150, workers=workers)
+    assert queue_state(conns)["failed"] == 0
+    workers.stop()
+    check_answers(conns, events, reference_prefix)
+
+
+# -- the reaper, step by step ------------------------------------------------------------
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def rq_conns(backend: Backend, tmp_path: Path) -> Connections:
+    url = MEMORY_URL if backend.name == "fakeredis" else REAL_REDIS_URL
+    env = FaultEnv(url, backend.prefix, backend.queue, f"sqlite:///{tmp_path / 'log.db'}")
+    return Connections(env.settings(), backend.client, backend.raw)
+
+
+def take_job(conns: Connections, start: bool = True) -> tuple[StatsWorker, Job]:
+    """A worker that takes the next job as RQ does, then stops there (as if killed)."""
+    worker = make_worker(conns)
+    worker.register_birth()
+    taken = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert taken is not None
+    job, _queue = taken
+    if start:
+        worker.prepare_execution(job)
+        worker.prepare_job_execution(job, remove_from_intermediate_queue=True)
+    return worker, job
+
+
+def enqueue_one(conns: Connections) -> str:
+    job = conns.queue.enqueue_call(
+        APPLY_BATCH, args=([],), result_ttl=0, retry=Retry(max=3, interval=[2, 10, 30])
+    )
+    return str(job.id)
+
+
+def test_a_job_of_a_dead_worker_goes_back_to_the_front_of_the_queue(
+    rq_conns: Connections,
+) -> None:
+    conns = rq_conns
+    job_id = enqueue_one(conns)
+    worker, _job = take_job(conns)
+    later = enqueue_one(conns)
+    clock = FakeClock()
+    reaper = Reaper(conns.queue, own_worker="someone-else", clock=clock)
+    assert reaper.reap() == []  # its worker is alive: a heartbeat seen just now
+    clock.now += DEAD_AFTER - 0.5
+    assert reaper.reap() == []
+    worker.heartbeat()
+    clock.now += 1
+    assert reaper.reap() == []  # a new heartbeat: alive for DEAD_AFTER more seconds
+    clock.now += DEAD_AFTER - 0.5
+    assert reaper.reap() == []
+    clock.now += 0.5  # no new heartbeat for DEAD_AFTER seconds: dead
+    assert reaper.reap() == [job_id]
+    assert conns.queue.get_job_ids() == [job_id, later]
+    assert conns.raw.zcard(conns.queue.started_job_registry.key) == 0
+    again = Job.fetch(job_id, connection=conns.raw, serializer=JSONSerializer)
+    assert again.get_status() == JobStatus.QUEUED
+    assert again.retries_left == 3  # a kill is not the job's fault: no retry spent
+    assert reaper.reap() == []  # requeued once only
+    assert Reaper(conns.queue, clock=clock).reap() == []
+
+
+def test_a_worker_that_registered_its_death_is_dead_at_once(rq_conns: Connections) -> None:
+    job_id = enqueue_one(rq_conns)
+    worker, _job = take_job(rq_conns)
+    worker.register_death()
+    assert Reaper(rq_conns.queue).reap() == [job_id]
+
+
+def test_a_job_whose_worker_key_expired_is_orphaned_at_once(rq_conns: Connections) -> None:
+    job_id = enqueue_one(rq_conns)
+    worker, _job = take_job(rq_conns)
+    rq_conns.raw.delete(worker.key)
+    assert Reaper(rq_conns.queue).reap() == [job_id]
+
+
+def test_a_job_taken_but_never_started_is_requeued_after_a_while(
+    real_backend: Backend, tmp_path: Path
+) -> None:
+    """Redis >= 6.2 only: RQ moves a job to the intermediate list there (older ones pop it)."""
+    env = FaultEnv(
+        REAL_REDIS_URL, real_backend.prefix, real_backend.queue, f"sqlite:///{tmp_path / 'l.db'}"
+    )
+    conns = env.connections()
+    job_id = enqueue_one(conns)
+    take_job(conns, start=False)  # killed between taking the job and registering it
+    assert conns.raw.lrange(conns.queue.intermediate_queue_key, 0, -1) == [job_id.encode()]
+    clock = FakeClock()
+    reaper = Reaper(conns.queue, clock=clock)
+    assert reaper.reap() == []
+    clock.now += STRANDED_AFTER - 1
+    assert reaper.reap() == []  # a live worker registers a job it took within milliseconds
+    clock.now += 1
+    assert reaper.reap() == [job_id]
+    assert conns.queue.get_job_ids() == [job_id]
+    assert conns.raw.llen(conns.queue.intermediate_queue_key) == 0
+
+
+def test_the_reaper_leaves_running_and_finished_jobs_alone(rq_conns: Connections) -> None:
+    conns = rq_conns
+    enqueue_one(conns)
+    worker, job = take_job(conns)
+    context.set_current(conns)  # the job applies through the process's connections
+    reaper = Reaper(conns.queue, own_worker=worker.name)
+    assert reaper.reap() == []  # its own job
+    worker.perform_job(job, conns.queue, next(iter(worker.executions.values())))
+    assert conns.raw.zcard(conns.queue.started_job_registry.key) == 0
+    assert Reaper(conns.queue).reap() == []
+    assert len(conns.queue) == 0
+
+
+def test_the_recompute_notices_a_lost_event(rq_conns: Connections) -> None:
+    """The check the process tests rely on can fail."""
+    conns = rq_conns
+    events = generate_events(seed=3, performances=300, videos=20)
+    conns.setlists.apply([e for e in events[1:] if e.type.startswith("performance")], TODAY)
+    conns.videos.apply([e for e in events if e.type.startswith("video")])
+    reference = private_name("ref")
+    try:
+        with pytest.raises(AssertionError):
+            check_answers(conns, events, reference)
+    finally:
+        delete_prefix(conns.state, reference)
