@@ -17,7 +17,7 @@ from api_stub.deps import connections
 from api_stub.metrics import render_metrics
 from events.schemas import Event, EventError, parse_event
 from worker.connections import Connections
-from worker.publishing import make_publisher
+from worker.publishing import event_log, make_publisher
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,12 @@ def create_app(conns: Connections) -> FastAPI:
         except Exception as exc:  # any failure means unreachable
             log.warning("health: redis unreachable: %s", exc)
             checks["redis"] = False
+        try:
+            event_log(conns).max_seq()  # one indexed query: reachable, and the schema is there
+            checks["database"] = True
+        except Exception as exc:  # unreachable, refused, or a schema behind
+            log.warning("health: event log database unreachable: %s", exc)
+            checks["database"] = False
         ok = all(checks.values())
         return JSONResponse(
             {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503

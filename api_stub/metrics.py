@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -60,11 +61,13 @@ class _StateCollector(Collector):
             value=float(FailedJobRegistry(queue=queue).count),
         )
         lag = 0.0
-        oldest = queue.get_job_ids(0, 0)
-        if oldest:
+        oldest = queue.get_job_ids(0, 1)
+        try:
             job = Job.fetch(oldest[0], connection=conns.raw, serializer=JSONSerializer)
-            if job.enqueued_at is not None:
-                lag = max(0.0, time.time() - job.enqueued_at.timestamp())
+        except (IndexError, NoSuchJobError):  # no job waits, or a worker just took and ended it
+            job = None
+        if job is not None and job.enqueued_at is not None:
+            lag = max(0.0, time.time() - job.enqueued_at.timestamp())
         yield GaugeMetricFamily(
             "statsworker_lag_seconds", "Age of the oldest queued batch", value=lag
         )

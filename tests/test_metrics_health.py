@@ -1,0 +1,148 @@
+"""``GET /metrics`` in Prometheus text format and ``GET /health`` with Redis and database."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from api_stub.app import create_app
+from stats.settings import Settings
+from tests.conftest import REAL_REDIS_URL, Backend
+from tests.faults_support import TODAY, FaultEnv, free_port
+from worker.connections import MEMORY_URL, Connections
+from worker.runner import run_worker
+
+
+def make_conns(backend: Backend, tmp_path: Path) -> Connections:
+    url = MEMORY_URL if backend.name == "fakeredis" else REAL_REDIS_URL
+    env = FaultEnv(url, backend.prefix, backend.queue, f"sqlite:///{tmp_path / 'log.db'}")
+    return Connections(env.settings(batch_size=2), backend.client, backend.raw)
+
+
+def event(i: int, kind: str = "performance.recorded", **fields: Any) -> dict[str, Any]:
+    if kind.startswith("video"):
+        base: dict[str, Any] = {"creator": "bob", "video_id": f"v{i}"}
+        if kind != "video.deleted":
+            base |= dict.fromkeys(("views", "likes", "comments", "shares", "bookmarks"), 1)
+            base["new_followers"] = 0
+        if kind == "video.posted":
+            base["date_posted"] = "2024-05-01"
+    else:
+        base = {"vertical": "band", "performance_id": f"p{i}"}
+        if kind == "performance.recorded":
+            base |= {"show_id": f"s{i}", "show_date": "2024-05-01", "song": "tune"}
+    return {
+        "type": kind,
+        "event_id": f"{kind}-{i}",
+        "occurred_at": "2024-05-02T00:00:00Z",
+        **base,
+        **fields,
+    }
+
+
+def scrape(client: TestClient) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Every sample of ``GET /metrics``: name -> labels -> value."""
+    answer = client.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=")
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            labels = tuple(sorted(sample.labels.items()))
+            samples.setdefault(sample.name, {})[labels] = sample.value
+    return samples
+
+
+def one(samples: dict[str, Any], name: str, **labels: str) -> float:
+    value: float = samples[name][tuple(sorted(labels.items()))]
+    return value
+
+
+def test_metrics_count_applied_rejected_failed_queued_latency_and_lag(
+    backend: Backend, tmp_path: Path
+) -> None:
+    conns = make_conns(backend, tmp_path)
+    client = TestClient(create_app(conns))
+    empty = scrape(client)
+    assert one(empty, "statsworker_queue_depth") == 0
+    assert one(empty, "statsworker_lag_seconds") == 0
+    assert one(empty, "statsworker_failed_jobs") == 0
+
+    batch = [event(i) for i in range(5)]
+    batch += [event(9, "performance.retracted"), event(1, "video.posted")]
+    batch += [event(1, "video.metrics_updated", occurred_at="2024-05-03T00:00:00Z")]
+    batch += [{**event(50), "vertical": "Bad"}, {"type": "nope"}]  # rejected at the door
+    answer = client.post("/events", content=json.dumps(batch))
+    assert answer.status_code == 202 and len(answer.json()["rejected"]) == 2
+    conns.queue.enqueue_call(  # a poison job that skipped validation
+        "worker.jobs.apply_batch", args=([event(60, song="Bad Song")],), result_ttl=0
+    )
+    jobs = 4 + 1  # eight valid events in batches of two, and the poison job
+    waiting = scrape(client)
+    assert one(waiting, "statsworker_queue_depth") == jobs
+    deadline = time.monotonic() + 10  # the oldest job ages while it waits
+    while one(waiting, "statsworker_lag_seconds") <= 0.05:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        waiting = scrape(client)
+
+    run_worker(conns, burst=True, with_scheduler=False)
+    done = scrape(client)
+    applied = done["statsworker_events_applied_total"]
+    assert applied == {
+        (("type", "performance.recorded"),): 5,
+        (("type", "performance.retracted"),): 1,
+        (("type", "video.posted"),): 1,
+        (("type", "video.metrics_updated"),): 1,
+    }
+    assert one(done, "statsworker_events_rejected_total") == 2 + 1  # two at the door, one queued
+    assert one(done, "statsworker_failed_jobs") == 1
+    assert one(done, "statsworker_queue_depth") == 0
+    assert one(done, "statsworker_lag_seconds") == 0
+    assert one(done, "statsworker_apply_seconds_count") == jobs
+    assert one(done, "statsworker_apply_seconds_bucket", le="+Inf") == jobs
+    buckets = [v for (labels, v) in done["statsworker_apply_seconds_bucket"].items()]
+    assert buckets == sorted(buckets)  # cumulative
+    assert one(done, "statsworker_apply_seconds_sum") > 0
+
+
+def test_health_reports_redis_and_database(backend: Backend, tmp_path: Path) -> None:
+    conns = make_conns(backend, tmp_path)
+    answer = TestClient(create_app(conns)).get("/health")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "redis": True, "database": True}
+
+
+def test_health_reports_a_lost_redis(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        database_url=f"sqlite:///{tmp_path / 'log.db'}",
+        today=TODAY,
+    )
+    dead = Connections(
+        settings,
+        redis.Redis(port=port, decode_responses=True, socket_connect_timeout=0.2),
+        redis.Redis(port=port, socket_connect_timeout=0.2),
+    )
+    answer = TestClient(create_app(dead)).get("/health")
+    assert answer.status_code == 503
+    assert answer.json() == {"status": "degraded", "redis": False, "database": True}
+
+
+def test_health_reports_an_unreachable_database(backend: Backend, tmp_path: Path) -> None:
+    conns = make_conns(backend, tmp_path)
+    port = free_port()  # no PostgreSQL there
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test?connect_timeout=1"
+    lost = Connections(
+        conns.settings.model_copy(update={"database_url": url}), conns.state, conns.raw
+    )
+    answer = TestClient(create_app(lost)).get("/health")
+    assert answer.status_code == 503
+    assert answer.json() == {"status": "degraded", "redis": True, "database": False}
