@@ -1,0 +1,476 @@
+"""Poison jobs and bad input: rejected with a reason that names the field, never half applied.
+
+The property-based part fuzzes ``POST /events`` and ``Publisher.publish_lines`` with
+valid events, events with exactly one known defect, and garbage, on the in-process
+``memory://`` backend: 10,000 cases in all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from api_stub.app import create_app
+from events.publisher import APPLY_BATCH, Publisher
+from events.schemas import parse_event
+from tests.conftest import REAL_REDIS_URL, Backend
+from tests.faults_support import TODAY, FaultEnv, Workers, statsworker_command
+from worker.connections import MEMORY_URL, Connections
+from worker.runner import failed_jobs, retry_failed, run_worker
+
+POST_CASES = 2_000
+LINE_CASES = 8_000
+"""Fuzz cases of ``POST /events`` and of ``publish_lines``: 10,000 in all."""
+
+# -- poison jobs ---------------------------------------------------------------------
+
+GOOD = {
+    "type": "performance.recorded",
+    "event_id": "good-1",
+    "occurred_at": "2024-05-01T20:00:00Z",
+    "vertical": "band",
+    "performance_id": "p1",
+    "show_id": "s1",
+    "show_date": "2024-05-01",
+    "song": "tune",
+}
+BAD_SLUG = {**GOOD, "event_id": "bad-slug", "performance_id": "p2", "vertical": "Not A Slug"}
+
+
+def enqueue_raw(queue: Queue, payload: Any) -> str:
+    """Put a job straight on the queue, bypassing validation, as a buggy producer might."""
+    job = queue.enqueue_call(APPLY_BATCH, args=(payload,), result_ttl=0, failure_ttl=3600)
+    return str(job.id)
+
+
+@pytest.fixture
+def conns(backend: Backend, tmp_path: Path) -> Connections:
+    url = MEMORY_URL if backend.name == "fakeredis" else REAL_REDIS_URL
+    env = FaultEnv(url, backend.prefix, backend.queue, f"sqlite:///{tmp_path / 'log.db'}")
+    return Connections(env.settings(), backend.client, backend.raw)
+
+
+def test_poison_jobs_fail_with_a_reason_and_the_worker_goes_on(conns: Connections) -> None:
+    """Invalid events, a payload of the wrong shape: failed, reasons readable, the rest applied."""
+    bad_events = enqueue_raw(conns.queue, [GOOD, BAD_SLUG, {"type": "nope"}])
+    wrong_shape = enqueue_raw(conns.queue, "not a list of events")
+    good = enqueue_raw(conns.queue, [{**GOOD, "event_id": "good-2", "performance_id": "p3"}])
+    run_worker(conns, burst=True, with_scheduler=False)
+
+    reasons = dict(failed_jobs(conns))
+    assert set(reasons) == {bad_events, wrong_shape}
+    assert "2 invalid event(s)" in reasons[bad_events]
+    assert "vertical: must match" in reasons[bad_events]
+    assert "type: unknown event type 'nope'" in reasons[bad_events]
+    assert "must be a JSON object" in reasons[wrong_shape]
+    assert good not in reasons
+    # The valid events of the poison batch and the good job after it were applied.
+    stats = conns.setlists.stats("band", TODAY)
+    assert stats.total_performances == 2
+    assert len(conns.queue) == 0
+    # Bad data stays bad: a poison job is not retried on its own.
+    assert Job.fetch(bad_events, connection=conns.raw, serializer=JSONSerializer).retries_left == 0
+
+    assert retry_failed(conns) == 2
+    assert failed_jobs(conns) == []
+    assert set(conns.queue.get_job_ids()) == {bad_events, wrong_shape}
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert dict(failed_jobs(conns)) == reasons
+    assert conns.setlists.stats("band", TODAY).total_performances == 2
+
+
+def run_cli(
+    env: FaultEnv, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``statsworker ARGS`` in a child process with the test's settings."""
+    return subprocess.run(
+        [*statsworker_command(), *args],
+        env=env.environ(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_publish_failed_and_retry_failed_beside_a_running_worker(
+    real_backend: Backend, tmp_path: Path
+) -> None:
+    """``publish`` reports bad lines and applies good ones; ``failed`` and ``retry-failed``."""
+    env = FaultEnv(
+        REAL_REDIS_URL, real_backend.prefix, real_backend.queue, f"sqlite:///{tmp_path / 'l.db'}"
+    )
+    conns = env.connections()
+    workers = Workers(env, tmp_path)
+    workers.start(1)
+    try:
+        poison = enqueue_raw(conns.queue, [{**GOOD, "event_id": "px", "song": "Bad Song"}])
+        lines = [
+            json.dumps({**GOOD, "event_id": "a", "performance_id": "a"}),
+            "{not json",
+            json.dumps({**GOOD, "event_id": "b", "performance_id": "b", "show_date": "2024-02-30"}),
+            "",
+            json.dumps({**GOOD, "event_id": "c", "performance_id": "c", "extra": 1}),
+            json.dumps({**GOOD, "event_id": "d", "performance_id": "d"}),
+        ]
+        source = tmp_path / "events.jsonl"
+        source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        published = run_cli(env, "publish", str(source))
+        assert published.returncode == 1, published.stderr
+        reported = [line for line in published.stderr.splitlines() if line.startswith("line ")]
+        assert [r.split(":")[0] for r in reported] == ["line 2", "line 3", "line 5"]
+        assert "show_date" in reported[1] and "extra: unknown field" in reported[2]
+        assert "published 2 event(s)" in published.stderr
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = conns.setlists.verticals() and failed_jobs(conns)
+            if done and conns.setlists.stats("band", TODAY).total_performances == 2:
+                break
+            workers.check_alive()
+            time.sleep(0.1)
+        assert conns.setlists.stats("band", TODAY).total_performances == 2  # a and d
+        workers.check_alive()  # the poison job did not stop the worker
+
+        listed = run_cli(env, "failed")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.startswith(f"{poison}\t")
+        assert "song: must match" in listed.stdout
+        assert "1 failed job(s)" in listed.stderr
+
+        retried = run_cli(env, "retry-failed")
+        assert retried.returncode == 0 and "re-enqueued 1 failed job(s)" in retried.stderr
+        deadline = time.monotonic() + 60
+        while conns.raw.hget(Job.key_for(poison), "status") != b"failed":
+            assert time.monotonic() < deadline, "the retried job never ran again"
+            time.sleep(0.1)
+        assert [job_id for job_id, _ in failed_jobs(conns)] == [poison]
+        workers.check_alive()
+    finally:
+        workers.stop()
+
+
+# -- fuzzing ---------------------------------------------------------------------------
+
+# Hypothesis draws what the property is about (which type, which defect) and a seed;
+# the seed fills the fields from lists of valid edge cases and picks the field to
+# break. A case stays cheap enough for 10,000 of them in well under a minute.
+
+
+def _date(rng: random.Random) -> str:
+    edges = ["1900-01-01", "2100-12-31", "2024-02-29", "2000-01-01"]
+    if rng.random() < 0.3:
+        return rng.choice(edges)
+    return (dt.date(1900, 1, 1) + dt.timedelta(rng.randrange(73_414))).isoformat()
+
+
+def _choice(*values: Any) -> Callable[[random.Random], Any]:
+    return lambda rng: rng.choice(values)
+
+
+COUNT_FIELDS = ("views", "likes", "comments", "shares", "bookmarks", "new_followers")
+HASHTAGS = ("a", "#A", "Café", "x" * 100, "##z", "tour")
+SLUG = _choice("a", "0", "band", "a.b_c-d", "x" * 128, "9lives", "the-band")
+IDENT = _choice("p1", "é", "x" * 200, "a b", "ü🎸", "#1", "1", "id:with:colons")
+COUNT = _choice(0, 1, 7, 123_456_789, 10**15 - 1, 10**15)
+VALID_VALUES: dict[str, Callable[[random.Random], Any]] = {
+    "event_id": IDENT,
+    "occurred_at": _choice(
+        "2024-05-01T20:00:00Z",
+        "2024-05-01t20:00:00z",
+        "2024-05-01 20:00:00+05:30",
+        "1999-12-31T23:59:59.123456789-08:00",
+        "2100-01-01T00:00:00.5Z",
+        "1900-01-01T00:00:00+00:00",
+    ),
+    "vertical": SLUG,
+    "song": SLUG,
+    "creator": SLUG,
+    "performance_id": IDENT,
+    "show_id": IDENT,
+    "video_id": IDENT,
+    "show_date": _date,
+    "date_posted": _date,
+    **dict.fromkeys(COUNT_FIELDS, COUNT),
+    "song_title": IDENT,
+    "venue": _choice("", "The Venue", "x" * 200),
+    "set": _choice("", "1", "encore", "x" * 50),
+    "position": _choice(0, 3, 10**6),
+    "hook": _choice("", "look!", "x" * 2000),
+    "cta": _choice("", "follow"),
+    "hashtags": lambda rng: rng.sample(HASHTAGS, rng.randrange(5)),
+    "length_seconds": _choice(0, 1, 10**15, 0.5),
+    "avg_watch_time": _choice(0, 2.5, 10**15),
+    "watched_full_video_percentage": _choice(0, 99.9, 100),
+}
+COMMON = ("type", "event_id", "occurred_at")
+FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "performance.recorded": (
+        (*COMMON, "vertical", "performance_id", "show_id", "show_date", "song"),
+        ("song_title", "venue", "set", "position"),
+    ),
+    "performance.retracted": ((*COMMON, "vertical", "performance_id"), ()),
+    "video.posted": (
+        (*COMMON, "creator", "video_id", "date_posted", *COUNT_FIELDS),
+        (
+            "hook",
+            "cta",
+            "hashtags",
+            "length_seconds",
+            "avg_watch_time",
+            "watched_full_video_percentage",
+        ),
+    ),
+    "video.metrics_updated": ((*COMMON, "creator", "video_id", *COUNT_FIELDS), ()),
+    "video.deleted": ((*COMMON, "creator", "video_id"), ()),
+}
+"""Per event type: its required fields and its optional fields."""
+KINDS = tuple(FIELDS)
+
+_ID_BAD = ["", "x" * 201, "a\nb", "\x00", 5, None, ["x"], True]
+_SLUG_BAD = ["Not A Slug", "", "-lead", "UPPER", "a" * 129, "é", 7, None, {"a": 1}]
+_DATE_BAD = ["2024-02-30", "1899-12-31", "2101-01-01", "20240101", "2024-1-1", 20240101, None]
+_STAMP_BAD = ["2024-01-01T00:00:00", "2024-01-01", "yesterday", "2024-13-01T00:00:00Z", 0, None]
+_COUNT_BAD = [-1, 10**15 + 1, "1", 1.5, True, None, [], float("nan")]
+BAD_VALUES: dict[str, list[Any]] = {
+    "type": ["performance", "video.created", "", 5, None, ["video.posted"]],
+    "event_id": _ID_BAD,
+    "occurred_at": _STAMP_BAD,
+    "vertical": _SLUG_BAD,
+    "song": _SLUG_BAD,
+    "creator": _SLUG_BAD,
+    "performance_id": _ID_BAD,
+    "show_id": _ID_BAD,
+    "video_id": _ID_BAD,
+    "show_date": _DATE_BAD,
+    "date_posted": _DATE_BAD,
+    **dict.fromkeys(COUNT_FIELDS, _COUNT_BAD),
+    "song_title": ["", "x" * 201, "\t", 5],
+    "venue": ["x" * 201, 5, []],
+    "set": ["x" * 51, 5],
+    "position": [-1, 10**6 + 1, "1", 1.5, True],
+    "hook": [5, "x" * 2001],
+    "cta": [5, []],
+    "hashtags": ["music", [5], ["a b"], [""], ["#"], ["x"] * 101],
+    "length_seconds": [-1, "x", 1e16, True, float("inf")],
+    "avg_watch_time": [-0.5, "1"],
+    "watched_full_video_percentage": [100.5, -1, "50"],
+}
+"""Per field, values it must refuse."""
+UNKNOWN_FIELDS = ("extra", "Vertical", "song_id", "views_total", "id")
+GARBAGE: list[Any] = [1, "text", None, [], [GOOD], True, 1.5]
+
+
+def make_item(how: str, kind: str, seed: int) -> tuple[str, Any, str]:
+    """``(how, value, field)``: a valid event, one with a defect in ``field``, or garbage."""
+    rng = random.Random(seed)
+    if how == "garbage":
+        return how, rng.choice(GARBAGE), ""
+    required, optional = FIELDS[kind]
+    event: dict[str, Any] = {"type": kind}
+    for name in required[1:]:
+        event[name] = VALID_VALUES[name](rng)
+    for name in optional:
+        if rng.random() < 0.4:
+            event[name] = VALID_VALUES[name](rng)
+    if how == "valid":
+        return how, event, ""
+    if how == "drop":
+        name = rng.choice(required)
+        del event[name]
+    elif how == "extra":
+        name = rng.choice(UNKNOWN_FIELDS)
+        event[name] = rng.choice([0, "x", None])
+    else:
+        name = rng.choice([*required, *optional])
+        event[name] = rng.choice(BAD_VALUES[name])
+    return "defect", event, name
+
+
+ITEM_HOWS = ("valid", "valid", "drop", "extra", "bad", "bad", "garbage", "valid")
+
+
+def _decode(n: int, hows: tuple[str, ...]) -> tuple[str, str, int]:
+    """One drawn integer as (how, event type, seed): a single draw keeps a case cheap, and
+    shrinking it towards 0 gives the simplest case (a valid event of the first type)."""
+    return hows[n % 8], KINDS[(n >> 3) % len(KINDS)], n >> 6
+
+
+CASE_INTS = st.integers(0, 2**48)
+ITEMS = CASE_INTS.map(lambda n: make_item(*_decode(n, ITEM_HOWS)))
+
+
+@pytest.fixture(scope="module")
+def memory_conns() -> Iterator[Connections]:
+    tag = f"tfuzz{uuid.uuid4().hex[:8]}"
+    env = FaultEnv(MEMORY_URL, tag, f"{tag}-q", "sqlite://")
+    yield env.connections()
+
+
+@pytest.fixture(scope="module")
+def api(memory_conns: Connections) -> TestClient:
+    return TestClient(create_app(memory_conns), raise_server_exceptions=False)
+
+
+def take_queued(conns: Connections) -> list[dict[str, Any]]:
+    """The events of every queued job, in queue order; the queue is left empty."""
+    events: list[dict[str, Any]] = []
+    ids = [i.decode() for i in conns.raw.lrange(conns.queue.key, 0, -1)]
+    for job_id in ids:
+        job = Job.fetch(job_id, connection=conns.raw, serializer=JSONSerializer)
+        events.extend(job.args[0])
+    if ids:
+        conns.raw.delete(conns.queue.key, *(Job.key_for(i) for i in ids))
+    return events
+
+
+def canonical(obj: dict[str, Any]) -> dict[str, Any]:
+    """The event as it travels on the queue once validated."""
+    return parse_event(obj).to_json_dict()
+
+
+def names_field(reason: str, field: str) -> bool:
+    """Whether the rejection reason names ``field`` as the place of the defect."""
+    return (
+        reason.startswith(f"{field}:")
+        or f"; {field}:" in reason
+        or (
+            reason.startswith(f"{field}.")  # an item of a list field, e.g. hashtags.0
+        )
+    )
+
+
+@settings(
+    max_examples=POST_CASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(items=st.lists(ITEMS, max_size=5), single=st.booleans())
+def test_fuzz_post_events(
+    memory_conns: Connections, api: TestClient, items: list[Any], single: bool
+) -> None:
+    """Never a 5xx; accepted events all queued, rejected ones never; each reason names its field."""
+    objects = [obj for _, obj, _ in items]
+    lone = single and len(objects) == 1 and isinstance(objects[0], dict)
+    body = objects[0] if lone else objects  # one event may come without the array
+    response = api.post("/events", content=json.dumps(body))
+    assert response.status_code < 500, response.text
+    answer = response.json()
+    valid = [obj for how, obj, _ in items if how == "valid"]
+    assert response.status_code == (202 if valid or not items else 422)
+    assert answer["accepted"] == [obj["event_id"] for obj in valid]
+    rejected = {r["index"]: r["error"] for r in answer["rejected"]}
+    assert set(rejected) == {i for i, (kind, _, _) in enumerate(items) if kind != "valid"}
+    for index, (kind, _, field) in enumerate(items):
+        if kind == "defect":
+            assert names_field(rejected[index], field), (field, rejected[index])
+    assert take_queued(memory_conns) == [canonical(obj) for obj in valid]
+
+
+JUNK = (
+    "{",
+    "}",
+    "[",
+    "]",
+    '"',
+    ":",
+    ",",
+    " ",
+    "\t",
+    "\x00",
+    "a",
+    "1",
+    "é",
+    "\u2028",
+    "\x1c",
+    "null",
+    "NaN",
+    "\\",
+    "-",
+    "e",
+    "🎸",
+    '"type"',
+    '"event_id"',
+)
+
+
+def make_line(how: str, kind: str, seed: int) -> tuple[str, str | bytes, str]:
+    """A JSON Lines line: an item as JSON, a line of junk text, or junk bytes."""
+    if how == "text":
+        rng = random.Random(seed)
+        return how, "".join(rng.choice(JUNK) for _ in range(rng.randrange(12))), ""
+    if how == "bytes":
+        return how, random.Random(seed).randbytes(seed % 13).replace(b"\n", b""), ""
+    how, value, field = make_item(how, kind, seed)
+    return how, json.dumps(value), field
+
+
+class RecordingQueue:
+    """Stands in for the queue in the line fuzz: keeps the events of every job enqueued.
+
+    The line fuzz is about reading, validating and reporting lines; the way to Redis is
+    the same as in the ``POST /events`` fuzz above, and leaving it (and the event log,
+    covered by ``tests/test_eventlog.py``) out makes a case several times cheaper.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def enqueue_many(self, jobs: list[Any]) -> None:
+        for job in jobs:
+            self.events.extend(job.args[0])
+
+
+LINE_HOWS = ("valid", "valid", "drop", "extra", "bad", "garbage", "text", "bytes")
+LINES = CASE_INTS.map(lambda n: make_line(*_decode(n, LINE_HOWS)))
+
+
+@settings(
+    max_examples=LINE_CASES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(lines=st.lists(LINES, max_size=8))
+def test_fuzz_publish_lines(lines: list[Any]) -> None:
+    """Bad lines reported as ``line N: reason`` naming the field; every good line queued."""
+    queue = RecordingQueue()
+    report = Publisher(queue, batch_size=3).publish_lines(line for _, line, _ in lines)  # type: ignore[arg-type]
+    expected_good: list[dict[str, Any]] = []
+    expected_bad: dict[int, str] = {}
+    for number, (kind, line, field) in enumerate(lines, start=1):
+        if kind == "valid":
+            expected_good.append(canonical(json.loads(line)))
+        elif kind == "defect":
+            expected_bad[number] = field
+        elif line.strip():
+            try:  # garbage may happen to be a valid event
+                expected_good.append(canonical(json.loads(line)))
+            except ValueError:
+                expected_bad[number] = ""
+    errors = {int(str(e).split(":")[0].removeprefix("line ")): e for e in report.rejected}
+    assert set(errors) == set(expected_bad)
+    for number, field in expected_bad.items():
+        assert str(errors[number]).startswith(f"line {number}: ")
+        if field:
+            assert names_field(errors[number].reason, field), (field, errors[number].reason)
+    assert report.accepted == len(expected_good)
+    assert queue.events == expected_good
+    assert report.jobs == -(-len(expected_good) // 3)

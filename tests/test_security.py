@@ -1,0 +1,301 @@
+"""Security: ingest token, body limit, slugs checked before any key, no pickle, Redis URLs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+import stats.keys
+from api_stub.app import create_app
+from stats.settings import Settings
+from tests.faults_support import TODAY, FaultEnv, free_port
+from worker.connections import MEMORY_URL, Connections, make_clients
+from worker.publishing import make_publisher
+from worker.runner import make_worker, run_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("events", "stats", "worker", "api_stub")
+TOKEN = "s3cret-token"
+
+EVENT = {
+    "type": "performance.recorded",
+    "event_id": "e1",
+    "occurred_at": "2024-05-01T20:00:00Z",
+    "vertical": "band",
+    "performance_id": "p1",
+    "show_id": "s1",
+    "show_date": "2024-05-01",
+    "song": "tune",
+}
+
+
+def memory_conns(tmp_path: Path, **changes: Any) -> Connections:
+    tag = f"tsec{uuid.uuid4().hex[:8]}"
+    env = FaultEnv(MEMORY_URL, tag, f"{tag}-q", f"sqlite:///{tmp_path / 'log.db'}")
+    return env.connections(**changes)
+
+
+# -- POST /events --------------------------------------------------------------------
+
+
+def test_post_events_requires_the_bearer_token_when_one_is_set(tmp_path: Path) -> None:
+    conns = memory_conns(tmp_path, ingest_token=TOKEN)
+    client = TestClient(create_app(conns))
+    body = json.dumps([EVENT])
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN + "x"},
+        {"Authorization": "Basic " + TOKEN},
+        {"Authorization": "Bearer"},
+    ):
+        answer = client.post("/events", content=body, headers=headers)
+        assert answer.status_code == 401, headers
+        assert answer.headers["www-authenticate"] == "Bearer"
+    assert len(conns.queue) == 0  # nothing was taken in
+    answer = client.post("/events", content=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 202, answer.text
+    assert len(conns.queue) == 1
+    # Reads stay open: the token guards writes.
+    assert client.get("/analytics/stats/band").status_code == 404
+
+
+def test_post_events_is_open_without_a_token(tmp_path: Path) -> None:
+    client = TestClient(create_app(memory_conns(tmp_path)))
+    assert client.post("/events", content=json.dumps(EVENT)).status_code == 202
+
+
+def test_request_bodies_over_the_limit_are_refused_unread(tmp_path: Path) -> None:
+    conns = memory_conns(tmp_path, max_body_bytes=1024)
+    client = TestClient(create_app(conns))
+    events = [{**EVENT, "event_id": f"e{i}", "performance_id": f"p{i}"} for i in range(20)]
+    big = json.dumps(events).encode()
+    assert len(big) > 1024
+    assert client.post("/events", content=big).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
+        for start in range(0, len(big), 100):
+            yield big[start : start + 100]
+
+    assert client.post("/events", content=chunks()).status_code == 413
+    assert len(conns.queue) == 0
+    small = json.dumps(events[:2]).encode()
+    assert client.post("/events", content=small).status_code == 202
+
+
+# -- reads: parameters never reach a key unvalidated ------------------------------------
+
+BAD_SLUGS = [
+    "Band",
+    "band%0A",
+    "band%00",
+    "%7Bv%3Aother%7D",  # {v:other}: a hash tag
+    "a%7Db",
+    "band*",
+    "band%3Fx",
+    "-band",
+    ".band",
+    "b%20and",
+    "b%C3%A9",
+    "x" * 129,
+    "..",
+    "band%3Ametrics",
+]
+READS = [
+    "/analytics/gaps/{s}",
+    "/analytics/velocity/{s}",
+    "/analytics/trends/{s}",
+    "/analytics/stats/{s}",
+    "/analytics/bustouts/{s}",
+    "/analytics/debut-songs/{s}",
+    "/analytics/songs/{s}/tune",
+    "/analytics/songs/band/{s}",
+    "/analytics/insights/{s}/time-series",
+    "/analytics/insights/{s}/overview",
+    "/analytics/insights/{s}/hashtags",
+    "/analytics/insights/{s}/posting-time",
+]
+BAD_PARAMS = [
+    "/analytics/gaps/band?limit=0",
+    "/analytics/gaps/band?limit=201",
+    "/analytics/gaps/band?min_plays=-1",
+    "/analytics/gaps/band?as_of=2024-02-30",
+    "/analytics/stats/band?as_of=tomorrow",
+    "/analytics/gaps/band?as_of=1899-12-31",
+    "/analytics/trends/band?period=year",
+    "/analytics/bustouts/band?days=0",
+    "/analytics/bustouts/band?gap_threshold=-1",
+    "/analytics/debut-songs/band?days=abc",
+    "/analytics/insights/bob/time-series?start=yesterday",
+    "/analytics/insights/bob/hashtags?limit=1000",
+]
+
+
+@pytest.fixture
+def keys_built(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Every call of a key builder of ``stats.keys`` during the test."""
+    built: list[tuple[str, ...]] = []
+    for name in ("vertical_keys", "creator_keys", "verticals_key", "creators_key"):
+        original = getattr(stats.keys, name)
+
+        def record(*args: str, _original: Any = original, _name: str = name) -> Any:
+            built.append((_name, *args))
+            return _original(*args)
+
+        monkeypatch.setattr(stats.keys, name, record)
+    return built
+
+
+def unreachable_conns(tmp_path: Path) -> Connections:
+    """Connections whose Redis does not exist: any command would fail the request."""
+    port = free_port()
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        database_url=f"sqlite:///{tmp_path / 'log.db'}",
+        today=TODAY,
+    )
+    client = redis.Redis(port=port, decode_responses=True, socket_connect_timeout=0.2)
+    return Connections(settings, client, redis.Redis(port=port, socket_connect_timeout=0.2))
+
+
+def test_bad_slugs_and_parameters_are_refused_before_any_key_is_built(
+    tmp_path: Path, keys_built: list[tuple[str, ...]]
+) -> None:
+    client = TestClient(create_app(unreachable_conns(tmp_path)), raise_server_exceptions=False)
+    for read in READS:
+        for slug in BAD_SLUGS:
+            url = read.format(s=slug)
+            answer = client.get(url)
+            assert answer.status_code in (404, 422), url
+            if answer.status_code == 404:  # a path that matches no route at all ("..", "a/b")
+                assert answer.json() == {"detail": "Not Found"}, url
+    for url in BAD_PARAMS:
+        assert client.get(url).status_code == 422, url
+    assert keys_built == []
+    # The guard is real: a good request does build keys (and fails on the missing Redis).
+    assert client.get("/analytics/stats/band").status_code == 500
+    assert keys_built
+
+
+# -- no pickle ------------------------------------------------------------------------
+
+UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "shelve", "jsonpickle"}
+
+
+def test_no_module_of_the_packages_imports_pickle() -> None:
+    found = []
+    files = [path for package in PACKAGES for path in (ROOT / package).rglob("*.py")]
+    assert len(files) > 20
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{path}: {n}" for n in names if n.split(".")[0] in UNSAFE_MODULES]
+        text = path.read_text(encoding="utf-8")
+        if "DefaultSerializer" in text or "PickleSerializer" in text:
+            found.append(f"{path}: an RQ pickle serializer")
+    assert found == []
+
+
+def test_queued_jobs_are_json_and_workers_read_json(tmp_path: Path) -> None:
+    conns = memory_conns(tmp_path)
+    assert conns.queue.serializer is JSONSerializer
+    assert make_worker(conns).serializer is JSONSerializer
+    make_publisher(conns).publish_objects([EVENT])
+    (job_id,) = conns.queue.get_job_ids()
+    data = conns.raw.hget(Job.key_for(job_id), "data")
+    decoded = json.loads(zlib.decompress(data))  # a pickle would not decode as JSON
+    assert decoded[2] == [[EVENT]]
+
+
+# -- Redis URLs ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[int]:
+    """A private redis-server on a free port that requires a password; stopped after."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            "x y",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        probe = redis.Redis(port=port, password="x y")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                probe.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                assert proc.poll() is None, "redis-server exited"
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_redis_url_with_a_password_works_end_to_end(password_redis: int, tmp_path: Path) -> None:
+    url = f"redis://:x%20y@127.0.0.1:{password_redis}/0"
+    env = FaultEnv(url, "sw", "statsworker", f"sqlite:///{tmp_path / 'log.db'}")
+    conns = env.connections()
+    report = make_publisher(conns).publish_objects([EVENT])
+    assert report.accepted == 1
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert conns.setlists.stats("band", TODAY).total_performances == 1
+    health = TestClient(create_app(conns)).get("/health")
+    assert health.status_code == 200 and health.json()["redis"] is True
+
+    wrong = redis.Redis.from_url(f"redis://:nope@127.0.0.1:{password_redis}/0")
+    with pytest.raises(redis.AuthenticationError):
+        wrong.ping()
+    bare = redis.Redis(port=password_redis)
+    with pytest.raises(redis.AuthenticationError):
+        bare.ping()
+
+
+def test_a_rediss_url_builds_tls_connections_without_connecting() -> None:
+    state, raw = make_clients("rediss://:pw@redis.example.invalid:6380/2?ssl_cert_reqs=required")
+    for client in (state, raw):
+        pool = client.connection_pool
+        assert pool.connection_class is redis.SSLConnection
+        assert pool.connection_kwargs["password"] == "pw"
+        assert pool.connection_kwargs["host"] == "redis.example.invalid"
+        assert pool.connection_kwargs["port"] == 6380
+        assert pool.connection_kwargs["db"] == 2
+        connection = pool.make_connection()
+        assert isinstance(connection, redis.SSLConnection)
+        assert connection.cert_reqs is not None
