@@ -156,6 +156,15 @@ class Workers:
         self.procs[index] = self._spawn()
         return proc.pid
 
+    def revive(self) -> int:
+        """Start a new worker for each one that has exited; returns how many."""
+        revived = 0
+        for index, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                self.procs[index] = self._spawn()
+                revived += 1
+        return revived
+
     def check_alive(self) -> None:
         """Fail when a worker ended on its own (it should only end when killed)."""
         for proc in self.procs:

@@ -1,0 +1,153 @@
+"""Lost Redis: a Redis without persistence dies in the middle of an ingest and comes back empty.
+
+The event log (a private schema of the real PostgreSQL) keeps what the publisher had
+acknowledged; ``statsworker rebuild`` brings the state back from it, the ingest goes
+on, and the state equals the recompute of every event (see ``tests/faults_support.py``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.faults_support import (
+    FaultEnv,
+    Workers,
+    check_answers,
+    free_port,
+    generate_events,
+    private_name,
+    queue_state,
+    statsworker_command,
+    wait_drained,
+)
+from tests.log_support import postgres_schema
+from worker import migrations
+from worker.eventlog import make_engine, open_log
+from worker.publishing import make_publisher
+
+
+class PrivateRedis:
+    """A redis-server of this test alone, on a free port, without persistence."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        probe = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                probe.ping()
+                return
+            except redis.ConnectionError:
+                assert self.proc.poll() is None, "redis-server exited"
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: everything in memory is gone."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.terminate()
+            server.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def log_url() -> Iterator[str]:
+    with postgres_schema() as url:
+        engine = make_engine(url)
+        migrations.upgrade(engine)
+        engine.dispose()
+        yield url
+
+
+@pytest.mark.timeout(240)
+def test_redis_lost_mid_ingest_is_rebuilt_from_the_log(
+    private_redis: PrivateRedis, log_url: str, tmp_path: Path
+) -> None:
+    env = FaultEnv(
+        f"redis://127.0.0.1:{private_redis.port}/0",
+        private_name("lost"),
+        private_name("q"),
+        log_url,
+        batch_size=50,
+    )
+    events = generate_events(seed=21, performances=8_000, videos=300)
+    half = len(events) // 2
+    first, rest = events[:half], events[half:]
+    conns = env.connections()
+    publisher = make_publisher(conns)
+    acknowledged = publisher.publish(first).accepted  # returned: logged and queued
+    assert acknowledged == len(first)
+    jobs = len(conns.queue)
+
+    workers = Workers(env, tmp_path)
+    workers.start(2)
+    try:
+        # Let the workers get well into the backlog, then lose Redis under them.
+        deadline = time.monotonic() + 120
+        while len(conns.queue) > jobs * 0.6:
+            assert time.monotonic() < deadline, "the workers did not start on the backlog"
+            time.sleep(0.05)
+        assert len(conns.queue) > 0
+        private_redis.kill()
+        private_redis.start()
+
+        rebuilt = subprocess.run(
+            [*statsworker_command(), "rebuild"],
+            env=env.environ(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        # Everything acknowledged before the loss is back.
+        assert open_log(log_url).count() == len(first)
+        wait_drained(conns, timeout=60)
+        check_answers(conns, first, private_name("ref1"))
+
+        revived = workers.revive()  # as a supervisor would, for a worker that gave up
+        print(f"{revived} worker(s) had exited while Redis was away")
+        assert make_publisher(conns).publish(rest).accepted == len(rest)
+        wait_drained(conns, timeout=120, workers=workers)
+        assert queue_state(conns)["failed"] == 0
+    finally:
+        workers.stop()
+    check_answers(conns, events, private_name("ref2"))
