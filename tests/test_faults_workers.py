@@ -122,6 +122,7 @@ def test_killed_workers_lose_nothing_and_count_nothing_twice(
         target=publish_in_chunks, args=(conns, stream, 25, 0.8, done), daemon=True
     )
     publisher.start()
+    started = time.monotonic()
     interrupted: list[str] = []
     for _ in range(KILLS):
         time.sleep(rng.uniform(0.3, 1.5))
@@ -134,21 +135,23 @@ def test_killed_workers_lose_nothing_and_count_nothing_twice(
             time.sleep(rng.uniform(0.0, 0.05))
         workers.kill(index)
         interrupted.extend(jobs_held_by(conns, pid))
+    killed = time.monotonic()
     publisher.join(timeout=120)
     assert done.is_set() and not publisher.is_alive(), "publishing did not finish"
 
-    drain_started = time.monotonic()
     wait_drained(conns, timeout=150, workers=workers)
     print(
-        f"{KILLS} kills interrupted {len(interrupted)} running job(s); "
-        f"drained {time.monotonic() - drain_started:.1f} s after the last kill"
+        f"{KILLS} kills in {killed - started:.1f} s interrupted {len(interrupted)} running "
+        f"job(s); the queue drained {time.monotonic() - killed:.1f} s after the last kill"
     )
     state = queue_state(conns)
     assert state["failed"] == 0, "a job of a killed worker was failed instead of re-run"
     # The test proves something only when kills hit running jobs (they nearly all do).
     assert interrupted, "no kill interrupted a running job"
     workers.stop()
+    checking = time.monotonic()
     check_answers(conns, events, reference_prefix)
+    print(f"checked against the recompute in {time.monotonic() - checking:.1f} s")
 
 
 def enqueue_batches(queue: Queue, batches: Sequence[Sequence[Event]]) -> None:
