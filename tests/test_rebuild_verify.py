@@ -261,6 +261,8 @@ def test_verify_names_each_figure_that_drifted(backend: Backend, log_url: str) -
     c.sadd(keys.verticals_key(conns.settings.key_prefix), "band-q")
     date = c.zrange(v.days, 0, 0)[0]
     c.hincrby(v.day, f"{date}:rl", 5_000_000)  # 0.5 percent more engagement
+    tag, views = c.zrange(v.tagviews, 0, 0, withscores=True)[0]
+    c.zadd(v.tagviews, {tag: 5})
     found = {(d.key, d.figure): d for d in verify(conns, log)}
     assert found[(k.plays, pid)].found == str(int(score + 1))
     assert found[(k.win, song)] == Drift(k.win, song, window, "99\x1f99\x1f99")
@@ -269,7 +271,8 @@ def test_verify_names_each_figure_that_drifted(backend: Backend, log_url: str) -
     key = keys.verticals_key(conns.settings.key_prefix)
     assert found[(key, "band-q")] == Drift(key, "band-q", None, "member")
     assert (v.day, f"{date}:engagement_rate_sum") in found
-    assert len(found) == 6
+    assert found[(v.tagviews, tag)] == Drift(v.tagviews, tag, str(int(views)), "5")
+    assert len(found) == 7
 
 
 def test_the_log_is_read_ahead_in_order_and_its_errors_reach_the_reader() -> None:

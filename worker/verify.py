@@ -196,11 +196,19 @@ class Verifier:
     # -- videos -----------------------------------------------------------------
 
     def creator(self, creator: str) -> list[Drift]:
-        """Differences in one creator's per-day, per-weekday and total sums."""
+        """Differences in one creator's sums per day, weekday and hashtag and in total,
+        and in the indexes of days and hashtags (the per-video records are not compared:
+        their layout belongs to the video script)."""
         k = keys.creator_keys(self.prefix, creator)
         drifts: list[Drift] = []
         days: dict[str, str] = {}
-        for by, key in (("date", k.day), ("weekday", k.dow), ("total", k.totals)):
+        tagviews: dict[str, str] = {}
+        for by, key in (
+            ("date", k.day),
+            ("weekday", k.dow),
+            ("hashtag", k.tags),
+            ("total", k.totals),
+        ):
             found = self._hash(key)
             expected: dict[str, str] = {}
             rates: dict[str, tuple[float, int]] = {}
@@ -208,6 +216,8 @@ class Verifier:
                 head = "" if by == "total" else f"{grp}:"
                 if by == "date":
                     days[str(grp)] = "member"
+                if by == "hashtag":
+                    tagviews[str(grp)] = str(-int(sums[0] or 0))
                 for name, value in zip(("n", *q.COUNTS), (n, *sums), strict=True):
                     if value:  # a zero sum is an absent field
                         expected[head + name] = str(value)
@@ -216,6 +226,7 @@ class Verifier:
             drifts += compare(key, expected, counted)
             drifts += self._rates(key, rates, found)
         drifts += compare(k.days, days, {m: "member" for m, _ in self.client.zscan_iter(k.days)})
+        drifts += compare(k.tagviews, tagviews, self._zset(k.tagviews))
         return drifts
 
     def _rates(

@@ -175,7 +175,7 @@ def bustouts_query(dialect: str, vertical: str, gap_days: int) -> sa.Select[Any]
     )
 
 
-def present_videos(creator: str) -> sa.CTE:
+def present_videos(dialect: str, creator: str) -> sa.CTE:
     """Per present video of ``creator``: date_posted, day number and winning metrics.
 
     A video is present while its latest ``video.posted`` beats every ``video.deleted``;
@@ -184,18 +184,20 @@ def present_videos(creator: str) -> sa.CTE:
     """
     c, body = event_log.c, event_log.c.body
     kind = sa.case((c.type == DELETED, "d"), else_="m")
+    latest = bytewise(dialect, c.version).desc()
     ranked = (
         sa.select(
             c.entity_id.label("video_id"),
             c.type,
             c.version,
             body["date_posted"].as_string().label("date_posted"),
+            body["hashtags"].label("hashtags"),
             *(body[name].as_integer().label(name) for name in COUNTS),
             sa.func.row_number()
-            .over(partition_by=(c.entity_id, c.type), order_by=c.version.desc())
+            .over(partition_by=(c.entity_id, c.type), order_by=latest)
             .label("latest_of_type"),
             sa.func.row_number()
-            .over(partition_by=(c.entity_id, kind), order_by=c.version.desc())
+            .over(partition_by=(c.entity_id, kind), order_by=latest)
             .label("latest_of_kind"),
         )
         .where(c.creator == creator)
@@ -220,31 +222,48 @@ def present_videos(creator: str) -> sa.CTE:
         sa.select(
             posted.c.video_id,
             posted.c.date_posted,
+            posted.c.hashtags,
             day_number(posted.c.date_posted).label("day"),
             *(metrics.c[name] for name in COUNTS),
         )
         .join(metrics, metrics.c.video_id == posted.c.video_id)
         .outerjoin(deleted, deleted.c.video_id == posted.c.video_id)
-        .where(sa.or_(deleted.c.version.is_(None), posted.c.version > deleted.c.version))
+        .where(
+            sa.or_(
+                deleted.c.version.is_(None),
+                bytewise(dialect, posted.c.version) > bytewise(dialect, deleted.c.version),
+            )
+        )
         .cte("present_videos")
     )
 
 
+def _hashtags(dialect: str, videos: sa.CTE) -> Any:
+    """A table of each present video's hashtags (column ``value``), joined per video."""
+    if dialect == "postgresql":
+        fn = sa.func.jsonb_array_elements_text(videos.c.hashtags)
+        return fn.table_valued("value").lateral("tags")
+    return sa.func.json_each(videos.c.hashtags).table_valued("value").alias("tags")
+
+
 def video_sums_query(dialect: str, creator: str, by: str) -> sa.Select[Any]:
-    """Sums over present videos grouped ``by`` date, weekday (Monday = 0) or nothing.
+    """Sums over present videos grouped ``by`` date, weekday (Monday = 0), hashtag (a
+    video counts once in each of its hashtags) or nothing (``total``).
 
     Columns: group, videos, the six counts, and the sum of engagement rates in percent
     (a float; the state keeps it exact, so the comparison allows rounding).
     """
-    v = present_videos(creator)
+    v = present_videos(dialect, creator)
     engaged = v.c.likes + v.c.comments + v.c.shares + v.c.bookmarks
     rate = sa.case(
         (v.c.views == 0, 0.0),
         else_=sa.cast(engaged, sa.Float) * 100.0 / sa.cast(v.c.views, sa.Float),
     )
+    tags = _hashtags(dialect, v) if by == "hashtag" else None
     group: Any = {
         "date": v.c.date_posted,
         "weekday": (v.c.day + 3) % 7,  # 1970-01-01 was a Thursday
+        "hashtag": tags.c.value if tags is not None else None,
         "total": sa.literal("total"),
     }[by]
     query = sa.select(
@@ -253,4 +272,6 @@ def video_sums_query(dialect: str, creator: str, by: str) -> sa.Select[Any]:
         *(sa.func.sum(v.c[name]) for name in COUNTS),
         sa.func.sum(rate),
     )
+    if tags is not None:
+        query = query.select_from(v.join(tags, sa.true()))
     return query if by == "total" else query.group_by(group)
