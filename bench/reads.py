@@ -66,6 +66,21 @@ ROUTES: tuple[Route, ...] = (
 """Every setlist route with its default parameters (as a front end calls them)."""
 
 
+def rows_returned(answer: Any) -> int:
+    """How many rows a route answered (k of O(log n + k)); 1 for a single object."""
+    if isinstance(answer, list):
+        return len(answer)
+    for name in ("trends", "bustouts", "debuts"):
+        if hasattr(answer, name):
+            return len(getattr(answer, name))
+    return 1
+
+
+def answer_sizes(conns: Any, vertical: str, song: str) -> dict[str, int]:
+    """Rows each route answers on this state, to read latency growth against."""
+    return {r.label: rows_returned(r.call(conns, vertical, song)) for r in ROUTES}
+
+
 @dataclass(frozen=True)
 class Latency:
     """p50 and p99 of one route, in milliseconds."""

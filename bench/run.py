@@ -231,6 +231,7 @@ class ScaleResult:
     seed_lazy: float | None = None
     window: float | None = None
     agree: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def top_songs(plays: list[data.ScaledPlay], n: int = 8) -> list[str]:
@@ -267,6 +268,7 @@ def bench_scale(ctx: Context, plan: Plan, scale: float, base: list[data.Play]) -
 
     conns = Connections(Settings(key_prefix=prefix, today=today), ctx.client, ctx.raw)
     res.local = reads.in_process(conns, data.VERTICAL, songs, plan.read_calls, plan.rounds)
+    res.sizes = reads.answer_sizes(conns, data.VERTICAL, songs[0])
     redis_gaps = [
         seed_sql.GapAnswer(r.song_slug, r.total_plays, r.last_played, r.shows_since_played)
         for r in store.gaps(data.VERTICAL, today, MIN_PLAYS, LIMIT)
@@ -369,6 +371,18 @@ def report_scales(table: Table, plan: Plan, results: dict[str, ScaleResult]) -> 
             )
             cells[c] = f"{times(ratio)} {label.split()[0]}"
         table.add(f"{'in process' if kind == 'local' else 'over HTTP'}, worst route", cells)
+    if len(results) > 1:
+        # Growth read against k: a route whose answer grows (trends: one row per month of
+        # history) is O(k) by design, not a lookup that slows with the data.
+        for c, r in list(results.items())[1:]:
+            table.notes.append(
+                f"{c}: in-process p50 vs {cols[0]} per route (rows answered): "
+                + ", ".join(
+                    f"{lbl.split(' (')[0]} {r.local[lbl].p50 / first.local[lbl].p50:.2f}x "
+                    f"({first.sizes.get(lbl, 0)}->{r.sizes.get(lbl, 0)})"
+                    for lbl in r.local
+                )
+            )
     if any(r.window is not None for r in results.values()):
         gaps_p50 = {c: r.local["gaps (50 rows)"].p50 for c, r in results.items()}
         table.section("gaps read, 50 rows: PostgreSQL baselines (ms) and statsworker's speed-up")
