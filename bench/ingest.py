@@ -12,7 +12,7 @@ from rq import Queue
 from rq.registry import FailedJobRegistry
 
 from bench.procs import delete_pattern
-from events.publisher import Publisher
+from events.publisher import EventSink, Publisher
 from stats import keys
 
 POLL_SECONDS = 0.002
@@ -25,6 +25,12 @@ class IngestRun:
 
     events: int
     seconds: float
+    publish_seconds: float
+
+    @property
+    def publish_rate(self) -> float:
+        """Events per second of the publisher alone (validate, log, enqueue)."""
+        return self.events / self.publish_seconds
 
     @property
     def rate(self) -> float:
@@ -57,12 +63,18 @@ def ingest_once(
     events: Sequence[dict[str, Any]],
     batch_size: int,
     timeout: float,
+    sink: EventSink | None = None,
 ) -> IngestRun:
-    """Publish ``events`` in jobs of ``batch_size`` and wait until all are applied."""
+    """Publish ``events`` in jobs of ``batch_size`` and wait until all are applied.
+
+    ``sink`` is the event log the publisher writes each batch to before queueing it,
+    as the product's publisher does.
+    """
     reset_state(client, prefix)
-    publisher = Publisher(queue, batch_size=batch_size)
+    publisher = Publisher(queue, batch_size=batch_size, sink=sink)
     started = time.perf_counter()
     report = publisher.publish_objects(events)
+    published = time.perf_counter() - started
     if report.rejected:
         raise RuntimeError(f"benchmark events were rejected: {report.rejected[:3]}")
     deadline = time.monotonic() + timeout
@@ -74,7 +86,7 @@ def ingest_once(
                 f"{timeout:.0f} s; failed jobs: {failed[:5]}"
             )
         time.sleep(POLL_SECONDS)
-    return IngestRun(len(events), time.perf_counter() - started)
+    return IngestRun(len(events), time.perf_counter() - started, published)
 
 
 def median_rate(runs: Sequence[IngestRun]) -> float:
