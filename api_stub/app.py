@@ -73,8 +73,10 @@ def create_app(conns: Connections) -> FastAPI:
         """Validate events (an array or one object) and enqueue the valid ones."""
         token = conns.settings.ingest_token
         if token:
-            given = (authorization or "").removeprefix("Bearer ").strip()
-            if not authorization or not hmac.compare_digest(given.encode(), token.encode()):
+            scheme, _, given = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
                 raise HTTPException(
                     401,
                     detail="a valid bearer token is required",

@@ -6,10 +6,10 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from stats.video_models import Hashtags, Overview, PostingTime, TimeSeries
-from stats.videos import UnknownCreator
 
 from api_stub.deps import SlugPath, connections
+from stats.video_models import Hashtags, Overview, PostingTime, TimeSeries
+from stats.videos import UnknownCreator
 from worker.connections import Connections
 
 router = APIRouter(prefix="/analytics/insights", tags=["videos"])

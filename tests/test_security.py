@@ -59,6 +59,7 @@ def test_post_events_requires_the_bearer_token_when_one_is_set(tmp_path: Path) -
         {},
         {"Authorization": "Bearer wrong"},
         {"Authorization": TOKEN + "x"},
+        {"Authorization": TOKEN},
         {"Authorization": "Basic " + TOKEN},
         {"Authorization": "Bearer"},
     ):
@@ -279,7 +280,7 @@ def test_a_redis_url_with_a_password_works_end_to_end(password_redis: int, tmp_p
     health = TestClient(create_app(conns)).get("/health")
     assert health.status_code == 200 and health.json()["redis"] is True
 
-    wrong = redis.Redis.from_url(f"redis://:nope@127.0.0.1:{password_redis}/0")
+    wrong, _ = make_clients(f"redis://:nope@127.0.0.1:{password_redis}/0")
     with pytest.raises(redis.AuthenticationError):
         wrong.ping()
     bare = redis.Redis(port=password_redis)

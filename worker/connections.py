@@ -15,10 +15,10 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from rq import Queue
 from rq.serializers import JSONSerializer
-from stats.videos import VideoStore
 
 from stats.setlists import SetlistStore
 from stats.settings import Settings
+from stats.videos import VideoStore
 
 MEMORY_URL = "memory://"
 """Redis URL of the in-process fakeredis server."""
@@ -27,6 +27,32 @@ CLIENT_RETRIES = 6
 """Connection and timeout errors are retried this many times, with exponential backoff."""
 
 _memory_server: fakeredis.FakeServer | None = None
+
+
+class _TransientRetry(Retry):
+    """Retries lost connections and timeouts, but not a refused password.
+
+    redis-py's AuthenticationError is a ConnectionError; retrying it only delays
+    the answer that the credentials are wrong.
+    """
+
+    def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        def once() -> Any:
+            try:
+                return do()
+            except redis.AuthenticationError as exc:
+                raise _Final(exc) from exc
+
+        try:
+            return super().call_with_retry(once, fail, *args, **kwargs)
+        except _Final as final:
+            raise final.error from None
+
+
+class _Final(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def memory_server() -> fakeredis.FakeServer:
@@ -45,7 +71,7 @@ def make_clients(url: str) -> tuple[Any, Any]:
             fakeredis.FakeRedis(server=server, decode_responses=True),
             fakeredis.FakeRedis(server=server),
         )
-    retry = Retry(ExponentialBackoff(cap=5.0, base=0.05), CLIENT_RETRIES)
+    retry = _TransientRetry(ExponentialBackoff(cap=5.0, base=0.05), CLIENT_RETRIES)
     common: dict[str, Any] = {
         "retry": retry,
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
