@@ -139,8 +139,9 @@ def test_the_bulk_build_writes_the_keys_the_incremental_apply_writes(
     SetlistStore(backend.client, incremental).apply(stream, TODAY)
     for vertical in ("band-a", "band-b", "band-x"):
         mine = [e for e in stream if e.vertical == vertical]
-        state = rebuild_setlists.build(rebuild_setlists.winners([_rows(mine)]), TODAY)
-        rebuild_setlists.write(backend.client, keys.vertical_keys(bulk, vertical), state)
+        won = rebuild_setlists.winners([_rows(mine)])
+        fresh = keys.vertical_keys(bulk, vertical)
+        rebuild_setlists.write(backend.client, rebuild_setlists.commands(won, fresh, TODAY))
         want = state_dump(backend.client, tuple(keys.vertical_keys(incremental, vertical)))
         got = state_dump(backend.client, tuple(keys.vertical_keys(bulk, vertical)))
         assert list(got.values()) == list(want.values()), vertical

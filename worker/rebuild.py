@@ -80,19 +80,30 @@ def _noop(_n: int) -> None:
     pass
 
 
-def _switch(client: Any, live: tuple[str, ...], fresh: tuple[str, ...]) -> None:
-    """Rename every fresh key over its live key, delete live keys without one: atomically."""
+def _switch(
+    client: Any, live: tuple[str, ...], fresh: tuple[str, ...], old: tuple[str, ...]
+) -> None:
+    """Put every fresh key in place of its live key, atomically; live keys without a
+    fresh one go. Replaced keys are renamed aside in the same MULTI and UNLINKed after
+    it, so Redis frees them in the background: a RENAME over a key, like a DEL, would
+    free it on the thread that serves every client, for as long as a big vertical's
+    keys take to free."""
     check = client.pipeline(transaction=False)
     for key in fresh:
         check.exists(key)
     exists = check.execute()
     pipe = client.pipeline(transaction=True)
-    for live_key, fresh_key, found in zip(live, fresh, exists, strict=True):
+    aside: list[bool] = []
+    for live_key, fresh_key, old_key, found in zip(live, fresh, old, exists, strict=True):
+        pipe.rename(live_key, old_key)  # fails, harmlessly, when there is no live key
+        aside.append(True)
         if found:
             pipe.rename(fresh_key, live_key)
-        else:
-            pipe.delete(live_key)
-    pipe.execute()
+            aside.append(False)
+    for result, is_aside in zip(pipe.execute(raise_on_error=False), aside, strict=True):
+        if isinstance(result, Exception) and not (is_aside and "no such key" in str(result)):
+            raise result
+    client.unlink(*old)
 
 
 class Rebuilder:
@@ -106,7 +117,9 @@ class Rebuilder:
         self.prefix = conns.settings.key_prefix
         self.eventlog = eventlog
         self.progress = progress or _noop
-        self.staging = keys.staging_prefix(self.prefix, uuid.uuid4().hex[:12])
+        token = uuid.uuid4().hex[:12]
+        self.staging = keys.staging_prefix(self.prefix, token)
+        self.replaced = keys.staging_prefix(self.prefix, f"{token}.old")
         self.recent_floor: int | None = None
 
     def today(self, vertical: str) -> dt.date:
@@ -209,8 +222,9 @@ class Rebuilder:
                 recent_from=tail.first,
                 recent=tail.seen,
             )
-            rebuild_setlists.write(self.client, fresh, rebuild_setlists.build(won, today))
-            _switch(self.client, tuple(live), tuple(fresh))
+            rebuild_setlists.write(self.client, rebuild_setlists.commands(won, fresh, today))
+            old = keys.vertical_keys(self.replaced, vertical)
+            _switch(self.client, tuple(live), tuple(fresh), tuple(old))
         finally:
             self.client.delete(*fresh)
         self._registry(keys.verticals_key(self.prefix), vertical, bool(won))
@@ -229,7 +243,8 @@ class Rebuilder:
             )
             if deciding:
                 VideoStore(self.client, self.staging).apply(deciding)
-            _switch(self.client, tuple(live), tuple(fresh))
+            old = keys.creator_keys(self.replaced, creator)
+            _switch(self.client, tuple(live), tuple(fresh), tuple(old))
         finally:
             self.client.delete(*fresh, keys.creators_key(self.staging))
         self._registry(keys.creators_key(self.prefix), creator, bool(deciding))

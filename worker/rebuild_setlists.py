@@ -3,7 +3,8 @@
 The incremental script (``stats/setlist_apply.lua``) keeps every key exact event by
 event, which costs tens of microseconds per event. A rebuild knows the whole log, so
 it picks each performance's winning event first, derives every key from the winners
-in memory and writes each key with a few bulk commands: several times faster. The
+and writes each key with a few bulk commands, sent while the next are being made so
+that Redis stores one chunk while Python builds the next: several times faster. The
 result is the state the script would reach from the same events, key for key and
 byte for byte; ``tests/test_rebuild_verify.py`` pins that against the script on random
 streams, so a change to the key schema that is not made here too fails there.
@@ -14,8 +15,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import chain, islice
 from typing import Any
 
 from stats import keys
@@ -37,18 +36,7 @@ WINDOWS = (30, 90, 365)
 WRITE_CHUNK = 10_000
 """Hash fields or sorted-set members sent by one command."""
 
-
-@dataclass
-class VerticalState:
-    """Every key of one vertical, as plain Python values: hash fields and zset scores."""
-
-    hashes: dict[str, dict[str, str]] = field(default_factory=dict)
-    zsets: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def names(self) -> set[str]:
-        """The ``VerticalKeys`` fields that hold something (empty keys do not exist)."""
-        return {name for name, v in (*self.hashes.items(), *self.zsets.items()) if v}
-
+Command = tuple[Any, ...]
 
 Winner = tuple[str, str | None]
 """A performance's winning version and its ``fields`` (None when a retraction won)."""
@@ -90,51 +78,102 @@ class _Dates(dict[str, tuple[int, int]]):
         return value
 
 
-def build(
-    won: dict[str, Winner], today: dt.date, bust_days: int = keys.BUSTOUT_INDEX_DAYS
-) -> VerticalState:
-    """Every key of a vertical whose performances' winning events are ``won``."""
+class _Flat:
+    """The flat arguments of one key's HSET or ZADD, sent a chunk at a time."""
+
+    def __init__(self, verb: str, key: str) -> None:
+        self.verb, self.key = verb, key
+        self.args: list[Any] = []
+
+    def full(self) -> bool:
+        """Whether a chunk's worth is waiting."""
+        return len(self.args) >= 2 * WRITE_CHUNK
+
+    def take(self) -> Iterator[Command]:
+        """The command for what is waiting (nothing when nothing is)."""
+        if self.args:
+            yield (self.verb, self.key, *self.args)
+            self.args = []
+
+
+def _mapping(verb: str, key: str, pairs: Iterable[tuple[Any, Any]]) -> Iterator[Command]:
+    flat = _Flat(verb, key)
+    for a, b in pairs:
+        flat.args += (a, b)
+        if flat.full():
+            yield from flat.take()
+    yield from flat.take()
+
+
+def commands(
+    won: dict[str, Winner],
+    vkeys: keys.VerticalKeys,
+    today: dt.date,
+    bust_days: int = keys.BUSTOUT_INDEX_DAYS,
+) -> Iterator[Command]:
+    """The HSET and ZADD commands that write the state of a vertical whose performances'
+    winning events are ``won`` into ``vkeys`` (fresh keys), as they are made."""
+    if not won:
+        return
     dates = _Dates()
-    perf: dict[str, str] = {}
-    plays: dict[str, int] = {}
-    songplays: dict[str, int] = {}
+    perf, plays = _Flat("HSET", vkeys.perf), _Flat("ZADD", vkeys.plays)
+    songplays = _Flat("ZADD", vkeys.songplays)
     showperfs: dict[str, int] = {}
     showperfs_get = showperfs.get
-    months: dict[str, int] = {}
     by_song: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     for pid, (version, fields) in won.items():
         if fields is None:
-            perf[pid] = f"{version}{SEP}X"
-            continue
-        song, show_id, date, title = fields.split(FIELD_SEP)
-        if title:  # fields already reads song, show_id, date, title as perf stores them
-            perf[pid] = f"{version}{SEP}R{SEP}{fields}"
+            perf.args += (pid, f"{version}{SEP}X")
         else:
-            title = song
-            perf[pid] = f"{version}{SEP}R{SEP}{fields}{song}"
-        plays[pid] = dates[date][1]
-        songplays[f"{song}\0{date}\0{pid}"] = 0
-        show = f"{date}\0{show_id}"
-        showperfs[show] = showperfs_get(show, 0) + 1
-        by_song[song].append((date, pid, title))
+            song, show_id, date, title = fields.split(FIELD_SEP)
+            if title:  # fields reads song, show_id, date, title as perf stores them
+                perf.args += (pid, f"{version}{SEP}R{SEP}{fields}")
+            else:
+                title = song
+                perf.args += (pid, f"{version}{SEP}R{SEP}{fields}{song}")
+            plays.args += (dates[date][1], pid)
+            songplays.args += (0, f"{song}\0{date}\0{pid}")
+            show = f"{date}\0{show_id}"
+            showperfs[show] = showperfs_get(show, 0) + 1
+            by_song[song].append((date, pid, title))
+        if perf.full():  # Redis stores these while the next ones are made
+            yield from perf.take()
+            yield from plays.take()
+            yield from songplays.take()
+    yield from perf.take()
+    yield from plays.take()
+    yield from songplays.take()
+
+    months: dict[str, int] = {}
     for show, n in showperfs.items():
         month = show[:7]
         months["p:" + month] = months.get("p:" + month, 0) + n
         months["s:" + month] = months.get("s:" + month, 0) + 1
+    yield from _mapping("HSET", vkeys.showperfs, ((s, str(n)) for s, n in showperfs.items()))
+    yield from _mapping("ZADD", vkeys.shows, ((dates[s[:10]][1], s) for s in showperfs))
+    yield from _mapping("HSET", vkeys.months, ((m, str(n)) for m, n in months.items()))
+    yield from _songs(by_song, dates, vkeys, day_number(today), bust_days)
+    yield ("HSET", vkeys.meta, "today", today.isoformat())
 
-    now = day_number(today)
-    songs: dict[str, str] = {}
-    win: dict[str, str] = {}
-    bylast: dict[str, int] = {}
-    byfirst: dict[str, int] = {}
-    vel: dict[str, int] = {}
-    bust: dict[str, int] = {}
+
+def _songs(
+    by_song: dict[str, list[tuple[str, str, str]]],
+    dates: _Dates,
+    vkeys: keys.VerticalKeys,
+    now: int,
+    bust_days: int,
+) -> Iterator[Command]:
+    """What depends on each song's whole history: totals, first and last play, title
+    (that of the latest play), windows, velocity and the bustout index."""
+    songs, win = _Flat("HSET", vkeys.songs), _Flat("HSET", vkeys.win)
+    bylast, byfirst = _Flat("ZADD", vkeys.bylast), _Flat("ZADD", vkeys.byfirst)
+    vel, bust = _Flat("ZADD", vkeys.vel), _Flat("ZADD", vkeys.bust)
     for song, song_plays in by_song.items():
         song_plays.sort()  # (date, performance_id): the order of ``songplays``
         days = [dates[date][0] for date, _, _ in song_plays]
-        songs[song] = f"{len(song_plays)}{SEP}{song_plays[-1][2]}"
-        bylast[song] = dates[song_plays[-1][0]][1]
-        byfirst[song] = dates[song_plays[0][0]][1]
+        songs.args += (song, f"{len(song_plays)}{SEP}{song_plays[-1][2]}")
+        bylast.args += (dates[song_plays[-1][0]][1], song)
+        byfirst.args += (dates[song_plays[0][0]][1], song)
         counts = [0, 0, 0]
         for d in days:
             age = now - d
@@ -143,86 +182,53 @@ def build(
                     if age < w:
                         counts[i] += 1
         if any(counts):
-            win[song] = SEP.join(str(n) for n in counts)
+            win.args += (song, SEP.join(str(n) for n in counts))
         if days[0] <= now:
-            vel[song] = -(3 * counts[0] + 2 * counts[1] + counts[2])
+            vel.args += (-(3 * counts[0] + 2 * counts[1] + counts[2]), song)
         for i in range(1, len(days)):
             if days[i] - days[i - 1] >= bust_days:
-                bust[song_plays[i][1]] = dates[song_plays[i][0]][1]
-
-    return VerticalState(
-        hashes={
-            "perf": perf,
-            "showperfs": {show: str(n) for show, n in showperfs.items()},
-            "months": {name: str(n) for name, n in months.items()},
-            "songs": songs,
-            "win": win,
-            "meta": {"today": today.isoformat()} if won else {},
-        },
-        zsets={
-            "plays": plays,
-            "songplays": songplays,
-            "shows": {show: dates[show[:10]][1] for show in showperfs},
-            "bylast": bylast,
-            "byfirst": byfirst,
-            "vel": vel,
-            "bust": bust,
-        },
-    )
+                bust.args += (dates[song_plays[i][0]][1], song_plays[i][1])
+    for flat in (songs, win, bylast, byfirst, vel, bust):
+        while flat.args:  # a song has at most a few thousand plays: chunk once, at the end
+            head, flat.args = flat.args[: 2 * WRITE_CHUNK], flat.args[2 * WRITE_CHUNK :]
+            yield (flat.verb, flat.key, *head)
 
 
-def _chunks(pairs: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    """Flat argument lists of at most ``n`` pairs each (the flattening runs in C)."""
-    flat = iter(chain.from_iterable(pairs))
-    while chunk := list(islice(flat, 2 * n)):
-        yield chunk
+def _send_packed(client: Any, cmds: Iterable[Command]) -> int | None:
+    """Send ``cmds`` packed by hiredis on one connection as they come, then read the
+    replies; None (nothing sent) when that is not possible.
 
-
-def commands(vkeys: keys.VerticalKeys, state: VerticalState) -> list[tuple[Any, ...]]:
-    """The HSET and ZADD commands that write ``state`` into ``vkeys``."""
-    targets = vkeys._asdict()
-    unknown = (set(state.hashes) | set(state.zsets)) - set(targets)
-    assert not unknown, f"keys missing from stats.keys.VerticalKeys: {unknown}"
-    out: list[tuple[Any, ...]] = []
-    for name, fields in state.hashes.items():
-        for chunk in _chunks(fields.items(), WRITE_CHUNK):
-            out.append(("HSET", targets[name], *chunk))
-    for name, scores in state.zsets.items():
-        for chunk in _chunks(zip(scores.values(), scores.keys(), strict=True), WRITE_CHUNK):
-            out.append(("ZADD", targets[name], *chunk))
-    return out
-
-
-def _send_packed(client: Any, cmds: list[tuple[Any, ...]]) -> bool:
-    """Send ``cmds`` packed by hiredis on one connection; False when that is not possible.
-
-    redis-py's pipeline inspects every argument in Python (a third of a rebuild's time
-    goes there); hiredis packs a whole command in C.
+    redis-py's pipeline inspects every argument in Python; hiredis packs a whole
+    command in C. Sending each command as soon as it is made lets Redis store it while
+    the next is built.
     """
     pool = getattr(client, "connection_pool", None)
     if hiredis is None or pool is None:
-        return False
+        return None
     if not pool.connection_class.__module__.startswith("redis."):
-        return False  # e.g. fakeredis, whose connections are not sockets
+        return None  # e.g. fakeredis, whose connections are not sockets
     conn = pool.get_connection()
+    sent = 0
     try:
-        conn.send_packed_command([hiredis.pack_command(cmd) for cmd in cmds])
-        for _ in cmds:
+        for cmd in cmds:
+            conn.send_packed_command([hiredis.pack_command(cmd)])
+            sent += 1
+        for _ in range(sent):
             conn.read_response()
     except BaseException:
         conn.disconnect()  # replies may be left unread: the connection is spoilt
         raise
     finally:
         pool.release(conn)
-    return True
+    return sent
 
 
-def write(client: Any, vkeys: keys.VerticalKeys, state: VerticalState) -> set[str]:
-    """Write ``state`` into ``vkeys`` (fresh keys); returns the names of the keys written."""
-    cmds = commands(vkeys, state)
-    if not _send_packed(client, cmds):
+def write(client: Any, cmds: Iterable[Command]) -> int:
+    """Send ``cmds`` (from :func:`commands`) to Redis; returns how many were sent."""
+    sent = _send_packed(client, cmds)
+    if sent is None:
         pipe = client.pipeline(transaction=False)
         for cmd in cmds:
             pipe.execute_command(*cmd)
-        pipe.execute()
-    return state.names()
+        sent = len(pipe.execute())
+    return sent
