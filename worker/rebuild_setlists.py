@@ -118,31 +118,32 @@ def commands(
     dates = _Dates()
     perf, plays = _Flat("HSET", vkeys.perf), _Flat("ZADD", vkeys.plays)
     songplays = _Flat("ZADD", vkeys.songplays)
+    perf_args, plays_args, songplays_args = perf.args, plays.args, songplays.args
     showperfs: dict[str, int] = {}
     showperfs_get = showperfs.get
     by_song: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for pid, (version, fields) in won.items():
+    chunk = 2 * WRITE_CHUNK
+    for pid, (version, fields) in won.items():  # locals only: the hot loop of a rebuild
         if fields is None:
-            perf.args += (pid, f"{version}{SEP}X")
+            perf_args += (pid, f"{version}{SEP}X")
         else:
             song, show_id, date, title = fields.split(FIELD_SEP)
             if title:  # fields reads song, show_id, date, title as perf stores them
-                perf.args += (pid, f"{version}{SEP}R{SEP}{fields}")
+                perf_args += (pid, f"{version}{SEP}R{SEP}{fields}")
             else:
                 title = song
-                perf.args += (pid, f"{version}{SEP}R{SEP}{fields}{song}")
-            plays.args += (dates[date][1], pid)
-            songplays.args += (0, f"{song}\0{date}\0{pid}")
+                perf_args += (pid, f"{version}{SEP}R{SEP}{fields}{song}")
+            plays_args += (dates[date][1], pid)
+            songplays_args += (0, f"{song}\0{date}\0{pid}")
             show = f"{date}\0{show_id}"
             showperfs[show] = showperfs_get(show, 0) + 1
             by_song[song].append((date, pid, title))
-        if perf.full():  # Redis stores these while the next ones are made
-            yield from perf.take()
-            yield from plays.take()
-            yield from songplays.take()
-    yield from perf.take()
-    yield from plays.take()
-    yield from songplays.take()
+        if len(perf_args) >= chunk:  # Redis stores these while the next ones are made
+            for flat in (perf, plays, songplays):
+                yield from flat.take()
+            perf_args, plays_args, songplays_args = perf.args, plays.args, songplays.args
+    for flat in (perf, plays, songplays):
+        yield from flat.take()
 
     months: dict[str, int] = {}
     for show, n in showperfs.items():
