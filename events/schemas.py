@@ -202,19 +202,24 @@ def parse_event(obj: Any, where: str | None = None) -> Event:
     Raises:
         EventError: naming the event, the field and the reason.
     """
-    name = where or _describe(obj, "event")
     if not isinstance(obj, dict):
-        raise EventError(name, f"event must be a JSON object, got {type(obj).__name__}")
+        raise EventError(where or "event", f"event must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise EventError(name, "type: required string field is missing or not a string")
+        raise EventError(
+            where or _describe(obj, "event"),
+            "type: required string field is missing or not a string",
+        )
     model = EVENT_TYPES.get(kind)
     if model is None:
-        raise EventError(name, f"type: unknown event type {kind[:60]!r}")
+        raise EventError(
+            where or _describe(obj, "event"), f"type: unknown event type {kind[:60]!r}"
+        )
     try:
         return model.model_validate(obj)  # type: ignore[return-value]
     except ValidationError as exc:
-        raise EventError(name, _first_error(exc)) from None
+        # Named only on failure: building the name costs more than a valid event's check.
+        raise EventError(where or _describe(obj, "event"), _first_error(exc)) from None
 
 
 def parse_line(line: str | bytes, lineno: int) -> Event:

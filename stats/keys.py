@@ -30,7 +30,7 @@ vel         zset   song scored by ``-(3*p30 + 2*p90 + p365)`` for songs played o
                    before ``today``; ascending order is the velocity ranking
 meta        hash   ``today`` -> the date (YYYY-MM-DD) windowed counters are kept for
 bust        zset   performance_id scored by its show date, for the plays whose
-                   previous play of the same song lies at least 60 days earlier
+                   previous play of the same song lies at least 180 days earlier
                    (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
 ==========  =====  ===============================================================
 
@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-BUSTOUT_INDEX_DAYS = 60
+BUSTOUT_INDEX_DAYS = 180
 """Plays after a gap of at least this many days are indexed in ``bust``; a bustout read
 with a smaller ``gap_threshold`` scans the window's plays instead."""
 

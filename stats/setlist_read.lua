@@ -111,19 +111,21 @@ elseif read == 'gaps' then
   if newest == nil or tonumber(newest) <= asofday then
     -- Every play counts: walk songs by last play, oldest first.
     local start = 0
+    local step = math.min(200, limit * 2)
     while #rows < limit do
-      local batch = redis.call('ZRANGE', K_BYLAST, start, start + 199, 'WITHSCORES')
+      local batch = redis.call('ZRANGE', K_BYLAST, start, start + step - 1, 'WITHSCORES')
       if #batch == 0 then break end
       for i = 1, #batch, 2 do
         local song = batch[i]
         local s = split(redis.call('HGET', K_SONGS, song))
         local total = tonumber(s[1])
-        if total >= min_plays and #rows < limit then
+        if total >= min_plays then
           rows[#rows + 1] = {song, s[2], tonumber(batch[i + 1]), total,
                              tonumber(redis.call('ZSCORE', K_BYFIRST, song))}
+          if #rows == limit then break end
         end
       end
-      start = start + 200
+      start = start + step
     end
   else
     -- Plays after as_of exist: each song's figures as of that date, then sort.
