@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
 from rq import Queue, Worker
 
 STOP_SECONDS = 15.0
@@ -137,3 +138,53 @@ def delete_pattern(client: Any, pattern: str) -> int:
     if batch:
         n += client.unlink(*batch)
     return n
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, without persistence; ``stop()`` ends it.
+
+    For figures a shared server blurs: INFO memory deltas (other clients' keys come
+    and go) and commandstats (other clients' scripts count too).
+    """
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="swredis-")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                return
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server (by its pid) and remove its directory."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +30,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from bench import data, reads
-from bench.procs import free_port
+from bench.procs import PrivateRedis
 from events.publisher import Publisher
 from events.schemas import PerformanceRecorded, parse_event
 from stats import keys
@@ -41,43 +38,6 @@ from stats.setlists import EVENTS_PER_CALL, SetlistStore, _event_args
 from stats.settings import Settings
 
 BATCH = 1000
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port, without persistence."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="swprof-")
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def script_usec(client: Any) -> float:
