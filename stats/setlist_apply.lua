@@ -127,17 +127,20 @@ elseif now > today then
   redis.call('HSET', K_META, 'today', ARGV[1])
 end
 
-local function month_of(date) return string.sub(date, 1, 7) end
 
 -- Keep `bust` exact for the play `member` of `song`: indexed while its previous
--- play of the song lies at least BUST_DAYS earlier.
-local function reindex(song, member)
-  local prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. member, '[' .. song .. '\0', 'LIMIT', 0, 1)[1]
+-- play of the song lies at least BUST_DAYS earlier. `prev` is that previous play's
+-- member when the caller knows it (false: there is none), nil to look it up;
+-- `absent` says the play is known not to be indexed yet.
+local function reindex(song, member, prev, absent)
+  if prev == nil then
+    prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. member, '[' .. song .. '\0', 'LIMIT', 0, 1)[1] or false
+  end
   local date = string.sub(member, #song + 2, #song + 11)
   local pid = string.sub(member, #song + 13)
   if prev and day_of(date) - day_of(string.sub(prev, #song + 2, #song + 11)) >= BUST_DAYS then
     redis.call('ZADD', K_BUST, ymd(date), pid)
-  else
+  elseif not absent then
     redis.call('ZREM', K_BUST, pid)
   end
 end
@@ -146,28 +149,32 @@ local function next_play(song, member)
   return redis.call('ZRANGEBYLEX', K_SONGPLAYS, '(' .. member, '(' .. song .. '\1', 'LIMIT', 0, 1)[1]
 end
 
+-- Show and month counters only change at the end of the call, once per show and
+-- month: nothing in between reads them.
+local show_delta, show_score, month_delta = {}, {}, {}
+
+local function count_show(date, show_id, by)
+  local show = date .. '\0' .. show_id
+  show_delta[show] = (show_delta[show] or 0) + by
+  show_score[show] = ymd(date)
+  local p = 'p:' .. string.sub(date, 1, 7)
+  month_delta[p] = (month_delta[p] or 0) + by
+end
+
 local function add_play(pid, song, show_id, date)
   local day = day_of(date)
   redis.call('ZADD', K_PLAYS, ymd(date), pid)
   local member = song .. '\0' .. date .. '\0' .. pid
   redis.call('ZADD', K_SONGPLAYS, 0, member)
-  reindex(song, member)
+  -- A play being added is not indexed: its earlier version was removed first.
+  reindex(song, member, nil, true)
   local following = next_play(song, member)
-  if following then reindex(song, following) end
-  local show = date .. '\0' .. show_id
-  if redis.call('HINCRBY', K_SHOWPERFS, show, 1) == 1 then
-    redis.call('ZADD', K_SHOWS, ymd(date), show)
-    redis.call('HINCRBY', K_MONTHS, 's:' .. month_of(date), 1)
-  end
-  redis.call('HINCRBY', K_MONTHS, 'p:' .. month_of(date), 1)
+  if following then reindex(song, following, member, false) end
+  count_show(date, show_id, 1)
   for i, w in ipairs(WINDOWS) do
     if day > today - w and day <= today then bump(song, i, 1) end
   end
   touched[song] = true
-end
-
-local function decr_field(key, field)
-  if redis.call('HINCRBY', key, field, -1) <= 0 then redis.call('HDEL', key, field) end
 end
 
 local function remove_play(pid, song, show_id, date)
@@ -177,18 +184,35 @@ local function remove_play(pid, song, show_id, date)
   local following = next_play(song, member)
   redis.call('ZREM', K_SONGPLAYS, member)
   redis.call('ZREM', K_BUST, pid)
-  if following then reindex(song, following) end
-  local show = date .. '\0' .. show_id
-  if redis.call('HINCRBY', K_SHOWPERFS, show, -1) <= 0 then
-    redis.call('HDEL', K_SHOWPERFS, show)
-    redis.call('ZREM', K_SHOWS, show)
-    decr_field(K_MONTHS, 's:' .. month_of(date))
-  end
-  decr_field(K_MONTHS, 'p:' .. month_of(date))
+  if following then reindex(song, following, nil, false) end
+  count_show(date, show_id, -1)
   for i, w in ipairs(WINDOWS) do
     if day > today - w and day <= today then bump(song, i, -1) end
   end
   touched[song] = true
+end
+
+local function flush_counters()
+  for show, by in pairs(show_delta) do
+    if by ~= 0 then
+      local after = redis.call('HINCRBY', K_SHOWPERFS, show, by)
+      local before = after - by
+      local s = 's:' .. string.sub(show, 1, 7)
+      if after <= 0 then redis.call('HDEL', K_SHOWPERFS, show) end
+      if before <= 0 and after > 0 then
+        redis.call('ZADD', K_SHOWS, show_score[show], show)
+        month_delta[s] = (month_delta[s] or 0) + 1
+      elseif before > 0 and after <= 0 then
+        redis.call('ZREM', K_SHOWS, show)
+        month_delta[s] = (month_delta[s] or 0) - 1
+      end
+    end
+  end
+  for field, by in pairs(month_delta) do
+    if by ~= 0 and redis.call('HINCRBY', K_MONTHS, field, by) <= 0 then
+      redis.call('HDEL', K_MONTHS, field)
+    end
+  end
 end
 
 local applied, stale = 0, 0
@@ -210,6 +234,8 @@ for base = 3, #ARGV, 7 do
     end
   end
 end
+
+flush_counters()
 
 -- Refresh what depends on a song's whole history: totals, first and last play,
 -- title (that of the latest play), windows and velocity.
