@@ -166,6 +166,53 @@ def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) 
     log.dispose()
 
 
+def test_bodies_as_they_arrived_are_stored_as_they_are(log_url: str) -> None:
+    """The publisher's fast path: the JSON objects it validated are the logged bodies."""
+    raw = [
+        {**e.to_json_dict(), "occurred_at": e.occurred_at.isoformat()}  # +00:00, not Z
+        for e in random_stream(seed=4, performances=30, videos=6)
+    ]
+    events = [parse_event(obj) for obj in raw]
+    log = EventLog(log_url)
+    before = eventlog.utcnow()
+    log.append(events, raw)
+    after = eventlog.utcnow()
+    rows = {row["event_id"]: row for row in _rows(log_url)}
+    assert {event_id: row["body"] for event_id, row in rows.items()} == {
+        obj["event_id"]: obj for obj in raw
+    }
+    for row in rows.values():
+        assert before <= eventlog.as_utc(row["logged_at"]) <= after  # type: ignore[arg-type]
+    pending = log.pending(after + dt.timedelta(seconds=1))
+    assert sorted(r.seq for r in pending) == sorted(row["seq"] for row in rows.values())
+    assert sorted((r.event() for r in pending), key=lambda e: e.event_id) == sorted(
+        events, key=lambda e: e.event_id
+    )
+    assert log.pending(before - dt.timedelta(seconds=1)) == []
+    log.dispose()
+
+
+OPEN_LOG = "from worker.eventlog import EventLog; EventLog"
+
+
+def test_processes_opening_a_new_sqlite_log_together_all_get_it(tmp_path: Path) -> None:
+    """A worker and a publisher started at once both migrate the file: neither fails."""
+    for attempt in range(4):
+        url = f"sqlite:///{tmp_path / f'together-{attempt}.db'}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", f"{OPEN_LOG}({url!r}).dispose()"],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        assert migrations.current_revision(make_engine(url)) == migrations.head_revision()
+
+
 def test_every_publish_path_logs_the_events_it_queues(
     backend: Backend, log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

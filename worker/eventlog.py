@@ -21,20 +21,21 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
 from events.schemas import Event, parse_event
 from worker.log_table import (
+    COLUMNS,
     FIELD_SEP,
     PENDING,
     PERFORMANCES_QUERY,
     PerformanceRow,
+    driver_row,
     event_log,
     metadata,
-    row_of,
     setlist_fields,
+    sqlite_time,
 )
 from worker.migrations import SchemaNotReady, ensure_schema
 
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 REPLAY_BATCH = 5000
 """Rows fetched from the database at a time when the log is read back."""
+
+MARK_CHUNK = 1000
+"""Event ids per ``UPDATE`` that marks events queued (well under every driver's limit)."""
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long an SQLite writer waits for another process's write lock before failing."""
@@ -127,33 +131,53 @@ class EventLog:
 
     # -- writing ----------------------------------------------------------------
 
-    def _insert(self) -> Any:
+    def _insert_sql(self) -> str:
+        columns = ", ".join(COLUMNS)
         if self.dialect == "postgresql":
-            return postgresql.insert(event_log).on_conflict_do_nothing(index_elements=["event_id"])
-        if self.dialect == "sqlite":
-            return sqlite.insert(event_log).on_conflict_do_nothing(index_elements=["event_id"])
-        raise SchemaNotReady(f"unsupported database {self.dialect!r}: use PostgreSQL or SQLite")
+            values = ", ".join("CAST(%s AS JSONB)" if c == "body" else "%s" for c in COLUMNS)
+        elif self.dialect == "sqlite":
+            values = ", ".join("?" for _ in COLUMNS)
+        else:
+            raise SchemaNotReady(f"unsupported database {self.dialect!r}: use PostgreSQL or SQLite")
+        return (
+            f"INSERT INTO event_log ({columns}) VALUES ({values}) ON CONFLICT (event_id) DO NOTHING"
+        )
 
-    def append(self, events: Sequence[Event]) -> None:
-        """Store events durably in one transaction; an event_id already stored is kept."""
+    def append(self, events: Sequence[Event], bodies: Sequence[Any] | None = None) -> None:
+        """Store events durably in one transaction; an event_id already stored is kept.
+
+        Args:
+            events: validated events.
+            bodies: the same events as the JSON objects they arrived in, stored as
+                they are; by default each event's ``to_json_dict``.
+        """
         if not events:
             return
-        now = utcnow()
-        rows = [row_of(event, now) for event in events]
+        sqlite_times = self.dialect == "sqlite"
+        now: Any = utcnow()
+        if sqlite_times:
+            now = sqlite_time(now)
+        if bodies is None:
+            bodies = [event.to_json_dict() for event in events]
+        rows = [
+            driver_row(event, body, now, sqlite_times)
+            for event, body in zip(events, bodies, strict=True)
+        ]
         with self.engine.begin() as conn:
-            conn.execute(self._insert(), rows)
+            conn.exec_driver_sql(self._insert_sql(), rows)
 
     def mark_enqueued(self, events: Sequence[Event]) -> None:
         """Record that these events reached the queue, so recovery leaves them alone."""
         ids = [event.event_id for event in events]
-        if not ids:
-            return
+        mark = "?" if self.dialect == "sqlite" else "%s"
         with self.engine.begin() as conn:
-            conn.execute(
-                event_log.update()
-                .where(event_log.c.event_id.in_(ids), event_log.c.enqueued.is_(False))
-                .values(enqueued=True)
-            )
+            for start in range(0, len(ids), MARK_CHUNK):
+                chunk = tuple(ids[start : start + MARK_CHUNK])
+                conn.exec_driver_sql(
+                    f"UPDATE event_log SET enqueued = TRUE WHERE {PENDING}"
+                    f" AND event_id IN ({', '.join([mark] * len(chunk))})",
+                    chunk,
+                )
 
     # -- reading ----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -90,6 +91,56 @@ def setlist_fields(event: Event) -> str | None:
         return None
     return FIELD_SEP.join(
         (event.song, event.show_id, event.show_date.isoformat(), event.song_title or "")
+    )
+
+
+COLUMNS = (
+    "event_id",
+    "type",
+    "vertical",
+    "creator",
+    "entity_id",
+    "occurred_at",
+    "version",
+    "body",
+    "logged_at",
+    "enqueued",
+    "fields",
+)
+"""The columns a new row is written with, in the order of :func:`driver_row`."""
+
+
+def sqlite_time(value: dt.datetime) -> str:
+    """An aware time as SQLAlchemy's SQLite ``DateTime`` stores it: UTC, to the microsecond."""
+    return value.astimezone(dt.UTC).isoformat(sep=" ", timespec="microseconds")[:26]
+
+
+def driver_row(event: Event, body: Any, now: Any, sqlite_times: bool) -> tuple[Any, ...]:
+    """The row storing ``event`` as the database driver takes it, in :data:`COLUMNS` order.
+
+    Written by ``EventLog.append`` with one ``executemany``: a third of the cost of the
+    same insert through SQLAlchemy Core, which processes every value of every row.
+
+    Args:
+        event: the validated event.
+        body: the event as a JSON object (as it arrived, or ``to_json_dict``).
+        now: the logging time, already in the form the driver takes.
+        sqlite_times: write ``occurred_at`` as SQLite text rather than a datetime.
+    """
+    vertical, creator, entity_id = _scope(event)
+    occurred = event.occurred_at
+    return (
+        event.event_id,
+        event.type,
+        vertical,
+        creator,
+        entity_id,
+        sqlite_time(occurred) if sqlite_times else occurred.astimezone(dt.UTC),
+        event.version,
+        orjson.dumps(body).decode(),
+        now,
+        False,
+        setlist_fields(event),
     )
 
 

@@ -8,6 +8,7 @@ share a database with an application that has its own Alembic history.
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 from typing import Any
 
@@ -32,6 +33,10 @@ VERSION_TABLE = "statsworker_alembic_version"
 
 SCRIPT_LOCATION = "worker:migrations"
 """The migrations ship inside the package, so an installed wheel can migrate."""
+
+
+MIGRATION_WAIT_SECONDS = 30.0
+"""How long opening a log waits for another process's migration of it to finish."""
 
 
 class SchemaNotReady(RuntimeError):
@@ -105,9 +110,13 @@ def ensure_schema(engine: Engine, upgrade: bool) -> None:
     try:
         command.upgrade(alembic_config(engine), "head")
     except OperationalError:
-        # Another process opening the same SQLite file may have migrated it first.
-        if current_revision(engine) != head:
-            raise
+        # Another process opening the same SQLite file is migrating it too (a worker
+        # and a publisher started together): its migration finishes ours.
+        deadline = time.monotonic() + MIGRATION_WAIT_SECONDS
+        while current_revision(engine) != head:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def describe(engine: Engine) -> dict[str, Any]:
