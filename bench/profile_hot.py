@@ -4,8 +4,8 @@
 
 Runs on a private ``redis-server`` started on a free port (and stopped at the end), so
 that ``INFO commandstats`` counts this process's script time only. Stages of the
-worker's job (``worker.jobs.apply_batch``) are timed one by one on the real Grateful
-Dead events in batches of 1,000: JSON decoding, pydantic validation, building script
+worker's job (``worker.jobs.apply_records``) are timed one by one on the real Grateful
+Dead events in batches of 1,000: JSON decoding, the record shape check, building script
 arguments, packing the command (redis-py), the script in Redis, and the rest. With
 ``--profile`` (needs ``pip install pyinstrument``) it also prints call-tree profiles of
 the job, the publisher and the read routes.
@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,11 +33,14 @@ from rq.serializers import JSONSerializer
 
 from bench import data, reads
 from bench.procs import PrivateRedis
-from events.publisher import Publisher
-from events.schemas import PerformanceRecorded, parse_event
+from events import wire
+from events.publisher import APPLY_RECORDS, Publisher
+from events.schemas import parse_event
+from events.wire import record_of
 from stats import keys
-from stats.setlists import EVENTS_PER_CALL, SetlistStore, _event_args
+from stats.setlists import EVENTS_PER_CALL, SetlistStore
 from stats.settings import Settings
+from worker.eventlog import EventLog
 
 BATCH = 1000
 
@@ -47,15 +52,19 @@ def script_usec(client: Any) -> float:
 
 
 def stage_split(client: Any, events: list[dict[str, Any]], today: dt.date) -> dict[str, float]:
-    """Seconds per stage of applying ``events`` in jobs of ``BATCH`` (what a worker does)."""
+    """Seconds per stage of applying ``events`` in jobs of ``BATCH`` (what a worker does).
+
+    The jobs hold wire records, as the publisher queues them (``worker.jobs.apply_records``).
+    """
     prefix = f"prof{uuid.uuid4().hex[:6]}"
     store = SetlistStore(client, prefix)
     conn = client.connection_pool.get_connection()
-    payloads = [json.dumps(events[i : i + BATCH]) for i in range(0, len(events), BATCH)]
+    records = [record_of(parse_event(e)) for e in events]
+    payloads = [json.dumps(records[i : i + BATCH]) for i in range(0, len(records), BATCH)]
     out = dict.fromkeys(
         (
             "json decode",
-            "pydantic validation",
+            "record shape check",
             "script args",
             "command packing (redis-py)",
             "script in Redis (server)",
@@ -66,24 +75,25 @@ def stage_split(client: Any, events: list[dict[str, Any]], today: dt.date) -> di
     vkeys = list(keys.vertical_keys(prefix, data.VERTICAL))
     for payload in payloads:
         t0 = time.perf_counter()
-        raw = json.loads(payload)
+        batch = json.loads(payload)
         t1 = time.perf_counter()
-        models = [parse_event(e) for e in raw]
+        bad = [r for r in batch if wire.problem(r) is not None]
         t2 = time.perf_counter()
         args: list[str] = [today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)]
-        for m in models:
-            assert isinstance(m, PerformanceRecorded)
-            args.extend(_event_args(m))
+        for r in batch:
+            args += (r[0], r[2], r[3], r[4], r[5], r[6], r[7])
         t3 = time.perf_counter()
         conn.pack_command("EVALSHA", "0" * 40, len(vkeys), *vkeys, *args)
         t4 = time.perf_counter()
         before = script_usec(client)
         t5 = time.perf_counter()
-        store.apply(models, today)
+        store.apply_records(batch, today)
         t6 = time.perf_counter()
         server = (script_usec(client) - before) / 1e6
+        if bad:
+            raise RuntimeError(f"malformed records: {bad[:3]}")
         out["json decode"] += t1 - t0
-        out["pydantic validation"] += t2 - t1
+        out["record shape check"] += t2 - t1
         out["script args"] += t3 - t2
         out["command packing (redis-py)"] += t4 - t3
         out["script in Redis (server)"] += server
@@ -95,23 +105,37 @@ def stage_split(client: Any, events: list[dict[str, Any]], today: dt.date) -> di
 
 
 def publish_split(raw: Any, events: list[dict[str, Any]]) -> dict[str, float]:
-    """Seconds of publishing ``events`` (validate, dump, enqueue) in batches of ``BATCH``."""
+    """Seconds per stage of publishing ``events`` in batches of ``BATCH``, as
+    ``Publisher.publish_objects`` does: validate, log (SQLite), enqueue records, mark."""
     queue = Queue(f"prof{uuid.uuid4().hex[:6]}-q", connection=raw, serializer=JSONSerializer)
-    t0 = time.perf_counter()
-    models = [parse_event(e) for e in events]
-    t1 = time.perf_counter()
-    dumped = [m.to_json_dict() for m in models]
-    t2 = time.perf_counter()
-    Publisher(queue, batch_size=BATCH).publish(models)
-    t3 = time.perf_counter()
-    queue.empty()
-    return {
-        "pydantic validation": t1 - t0,
-        "model_dump to JSON data": t2 - t1,
-        "publish (dump + enqueue)": t3 - t2,
-        "publish total, validated per event": (t1 - t0) + (t3 - t2),
-        "events": float(len(dumped)),
-    }
+    tmp = Path(tempfile.mkdtemp(prefix="statsworker-prof-"))
+    sink = EventLog(f"sqlite:///{tmp / 'log.db'}")
+    out = dict.fromkeys(
+        ("pydantic validation", "event log append", "wire records", "enqueue", "mark enqueued"),
+        0.0,
+    )
+    try:
+        for start in range(0, len(events), BATCH):
+            bodies = events[start : start + BATCH]
+            t0 = time.perf_counter()
+            models = [parse_event(e) for e in bodies]
+            t1 = time.perf_counter()
+            sink.append(models, bodies)
+            t2 = time.perf_counter()
+            records = [record_of(m) for m in models]
+            t3 = time.perf_counter()
+            queue.enqueue_many([Queue.prepare_data(APPLY_RECORDS, args=(records,), result_ttl=0)])
+            t4 = time.perf_counter()
+            sink.mark_enqueued(models)
+            t5 = time.perf_counter()
+            for key, took in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                out[key] += took
+    finally:
+        queue.empty()
+        sink.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["events"] = float(len(events))
+    return out
 
 
 def profile(label: str, fn: Any) -> None:
@@ -163,13 +187,18 @@ def main(argv: list[str] | None = None) -> int:
                 Settings(redis_url=server.url, key_prefix=prefix, today=today), client, rawc
             )
             context.set_current(conns)
-            batches = [events[i : i + BATCH] for i in range(0, n, BATCH)]
-            profile("worker job apply_batch", lambda: [jobs.apply_batch(b) for b in batches])
+            records = [record_of(parse_event(e)) for e in events]
+            batches = [records[i : i + BATCH] for i in range(0, n, BATCH)]
+            profile("worker job apply_records", lambda: [jobs.apply_records(b) for b in batches])
             queue = Queue(f"{prefix}-q", connection=rawc, serializer=JSONSerializer)
+            tmp = Path(tempfile.mkdtemp(prefix="statsworker-prof-"))
+            sink = EventLog(f"sqlite:///{tmp / 'log.db'}")
             profile(
-                "publisher publish_objects",
-                lambda: Publisher(queue, batch_size=BATCH).publish_objects(events),
+                "publisher publish_objects, with the SQLite event log",
+                lambda: Publisher(queue, batch_size=BATCH, sink=sink).publish_objects(events),
             )
+            sink.dispose()
+            shutil.rmtree(tmp, ignore_errors=True)
             songs = ["playing-in-the-band", "truckin", "dark-star"]
 
             def read_all() -> None:

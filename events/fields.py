@@ -75,19 +75,14 @@ class Instant(dt.datetime):
 
     def rfc3339(self) -> str:
         """The instant as written on the wire, to the nanosecond, with its own offset."""
-        text = self.strftime("%Y-%m-%dT%H:%M:%S")
+        # isoformat is C code: YYYY-MM-DDTHH:MM:SS[.ffffff]+HH:MM (offsets are whole
+        # minutes, as RFC 3339 writes them); a third of the cost of strftime.
+        text = self.isoformat()
+        offset = text[-6:]
+        head = text[:19]
         if self.microsecond or self.nanos:
-            text += f".{self.microsecond:06d}{self.nanos:03d}".rstrip("0")
-        return text + _offset(self)
-
-
-def _offset(value: dt.datetime) -> str:
-    delta = value.utcoffset() or dt.timedelta(0)
-    if not delta:
-        return "Z"
-    sign = "-" if delta < dt.timedelta(0) else "+"
-    minutes = abs(int(delta.total_seconds())) // 60
-    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+            head += f".{self.microsecond:06d}{self.nanos:03d}".rstrip("0")
+        return head + ("Z" if offset == "+00:00" else offset)
 
 
 def _timestamp(value: Any) -> Instant:
@@ -115,7 +110,7 @@ def _timestamp(value: Any) -> Instant:
     return parsed
 
 
-def _timestamp_json(value: dt.datetime) -> str:
+def timestamp_text(value: dt.datetime) -> str:
     if isinstance(value, Instant):
         return value.rfc3339()
     return value.isoformat()
@@ -127,7 +122,7 @@ Title = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator
 Text = Annotated[StrictStr, Field(max_length=2000)]
 EventDate = Annotated[dt.date, BeforeValidator(_date)]
 Timestamp = Annotated[
-    dt.datetime, PlainValidator(_timestamp), PlainSerializer(_timestamp_json, when_used="json")
+    dt.datetime, PlainValidator(_timestamp), PlainSerializer(timestamp_text, when_used="json")
 ]
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 

@@ -9,12 +9,17 @@ from typing import Any, Protocol
 
 from rq import Queue, Retry
 
-from events.schemas import Event, EventError, parse_event, parse_line
+from events.schemas import Event, EventError, parse_event, parse_json_line
+from events.wire import record_of
 
 log = logging.getLogger(__name__)
 
+APPLY_RECORDS = "worker.jobs.apply_records"
+"""Import path of the job workers run for a batch of wire records (what this publisher queues)."""
+
 APPLY_BATCH = "worker.jobs.apply_batch"
-"""Import path of the job function that workers run for each batch."""
+"""Import path of the job workers run for a batch of events as JSON objects, which the
+worker validates in full: for producers that queue events without this publisher."""
 
 JOB_RETRY = Retry(max=3, interval=[2, 10, 30])
 """A batch that fails for a passing reason is tried again after 2, 10 and 30 seconds."""
@@ -29,8 +34,12 @@ FAILURE_TTL = 30 * 24 * 3600
 class EventSink(Protocol):
     """Durable storage that must hold an event before it is queued (the event log)."""
 
-    def append(self, events: Sequence[Event]) -> None:
-        """Store events durably; storing an event_id twice is harmless."""
+    def append(self, events: Sequence[Event], bodies: Sequence[Any] | None = None) -> None:
+        """Store events durably; storing an event_id twice is harmless.
+
+        ``bodies``, when given, are the events as the JSON objects they arrived in
+        (already validated), stored instead of dumping each event again.
+        """
 
     def mark_enqueued(self, events: Sequence[Event]) -> None:
         """Record that these events reached the queue."""
@@ -64,15 +73,20 @@ class Publisher:
         self, events: Iterable[Event], report: PublishReport | None = None
     ) -> PublishReport:
         """Queue valid events in batches of ``batch_size``."""
-        report = report or PublishReport()
+        return self._publish(((event, None) for event in events), report or PublishReport())
+
+    def _publish(self, pairs: Iterable[tuple[Event, Any]], report: PublishReport) -> PublishReport:
+        """Queue ``(event, body)`` pairs in batches; a body is the event's JSON object or None."""
         batch: list[Event] = []
-        for event in events:
+        bodies: list[Any] = []
+        for event, body in pairs:
             batch.append(event)
+            bodies.append(body)
             if len(batch) >= self.batch_size:
-                self._flush(batch, report)
-                batch = []
+                self._flush(batch, bodies, report)
+                batch, bodies = [], []
         if batch:
-            self._flush(batch, report)
+            self._flush(batch, bodies, report)
         return report
 
     def publish_lines(
@@ -81,31 +95,32 @@ class Publisher:
         """Publish JSON Lines; a bad line is reported as ``line N: reason`` and skipped."""
         report = PublishReport()
 
-        def valid() -> Iterator[Event]:
+        def valid() -> Iterator[tuple[Event, Any]]:
             for lineno, line in enumerate(lines, start=1):
                 if progress is not None:
                     progress(lineno)
                 if not line.strip():
                     continue
                 try:
-                    yield parse_line(line, lineno)
+                    obj = parse_json_line(line, lineno)
+                    yield parse_event(obj, f"line {lineno}"), obj
                 except EventError as exc:
                     report.rejected.append(exc)
 
-        self.publish(valid(), report)
+        self._publish(valid(), report)
         self._count_rejected(report)
         return report
 
     def publish_objects(self, objects: Sequence[Any]) -> PublishReport:
         """Publish decoded JSON objects (``POST /events``); rejections name the event."""
         report = PublishReport()
-        events: list[Event] = []
+        pairs: list[tuple[Event, Any]] = []
         for index, obj in enumerate(objects):
             try:
-                events.append(parse_event(obj, None if _has_id(obj) else f"event {index}"))
+                pairs.append((parse_event(obj, None if _has_id(obj) else f"event {index}"), obj))
             except EventError as exc:
                 report.rejected.append(exc)
-        self.publish(events, report)
+        self._publish(pairs, report)
         self._count_rejected(report)
         return report
 
@@ -113,15 +128,17 @@ class Publisher:
         if report.rejected and self.on_rejected is not None:
             self.on_rejected(len(report.rejected))
 
-    def _flush(self, batch: Sequence[Event], report: PublishReport) -> None:
+    def _flush(self, batch: Sequence[Event], bodies: Sequence[Any], report: PublishReport) -> None:
         if self.sink is not None:
-            self.sink.append(batch)
-        payload = [event.to_json_dict() for event in batch]
+            known = bodies if all(body is not None for body in bodies) else None
+            self.sink.append(batch, known)
         self.queue.enqueue_many(
             [
                 Queue.prepare_data(
-                    APPLY_BATCH,
-                    args=(payload,),
+                    APPLY_RECORDS,
+                    args=([record_of(event) for event in batch],),
+                    # RQ would otherwise describe the job by the repr of all its records.
+                    description=f"apply {len(batch)} events",
                     timeout=JOB_TIMEOUT,
                     failure_ttl=FAILURE_TTL,
                     result_ttl=0,

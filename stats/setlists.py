@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from events.schemas import PerformanceEvent, PerformanceRecorded
+from events.schemas import PerformanceEvent
+from events.wire import Record, record_of
 from stats import keys
 from stats.dates import from_ymd, quarter_of, round1, ymd
 from stats.scripts import script
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 EVENTS_PER_CALL = 1000
 """Events applied by one script call: bounds how long Redis is busy with one call."""
 
+ARGS_PER_EVENT = 7
+"""Arguments ``setlist_apply.lua`` takes per event."""
+
 
 class UnknownVertical(LookupError):
     """No performance event of this vertical has been applied."""
@@ -45,20 +49,6 @@ class ApplyResult:
 
     def __add__(self, other: ApplyResult) -> ApplyResult:
         return ApplyResult(self.applied + other.applied, self.stale + other.stale)
-
-
-def _event_args(event: PerformanceEvent) -> list[str]:
-    if isinstance(event, PerformanceRecorded):
-        return [
-            "R",
-            event.performance_id,
-            event.version,
-            event.song,
-            event.show_id,
-            event.show_date.isoformat(),
-            event.title,
-        ]
-    return ["X", event.performance_id, event.version, "", "", "", ""]
 
 
 class SetlistStore:
@@ -80,22 +70,27 @@ class SetlistStore:
 
     def apply(self, events: Iterable[PerformanceEvent], today: dt.date) -> ApplyResult:
         """Apply events (any order, duplicates welcome); one script call per vertical chunk."""
-        by_vertical: dict[str, list[PerformanceEvent]] = defaultdict(list)
-        for event in events:
-            by_vertical[event.vertical].append(event)
+        return self.apply_records([record_of(event) for event in events], today)
+
+    def apply_records(self, records: Iterable[Record], today: dt.date) -> ApplyResult:
+        """Apply ``R``/``X`` wire records (``events.wire``), as :meth:`apply` applies events."""
+        by_vertical: dict[str, list[str]] = defaultdict(list)
+        for r in records:
+            if r[0] == "R":
+                by_vertical[r[1]] += ("R", r[2], r[3], r[4], r[5], r[6], r[7])
+            else:
+                by_vertical[r[1]] += ("X", r[2], r[3], "", "", "", "")
         if not by_vertical:
             return ApplyResult()
         apply_script = script(self.client, "setlist_apply")
         pipe = self.client.pipeline(transaction=False)
         head = [today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)]
-        for vertical, batch in by_vertical.items():
+        step = EVENTS_PER_CALL * ARGS_PER_EVENT
+        for vertical, args in by_vertical.items():
             pipe.sadd(keys.verticals_key(self.prefix), vertical)
             vkeys = list(self.keys(vertical))
-            for start in range(0, len(batch), EVENTS_PER_CALL):
-                args = list(head)
-                for event in batch[start : start + EVENTS_PER_CALL]:
-                    args.extend(_event_args(event))
-                apply_script(keys=vkeys, args=args, client=pipe)
+            for start in range(0, len(args), step):
+                apply_script(keys=vkeys, args=head + args[start : start + step], client=pipe)
         result = ApplyResult()
         for reply in pipe.execute():
             if isinstance(reply, list):

@@ -8,7 +8,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from events.schemas import VideoDeleted, VideoEvent, VideoPosted
+from events.schemas import VideoEvent
+from events.wire import RATE_SPLIT, Record, record_of
 from stats import keys
 from stats.dates import ymd
 from stats.scripts import script
@@ -30,17 +31,14 @@ log = logging.getLogger(__name__)
 EVENTS_PER_CALL = 1000
 """Events applied by one script call: bounds how long Redis is busy with one call."""
 
-RATE_SPLIT = 10**12
-"""Rate units are stored as ``rh * RATE_SPLIT + rl`` so each part stays a small integer."""
-
 RATE_UNITS_PER_PERCENT = 10**7
 """Engagement rates are kept in exact integer units of 1e-7 percent."""
 
 FIELD_SEP = "\x1f"
 """Joins the fields of an event argument and of a record (ids are printable, so never hold it)."""
 
-HASHTAG_SEP = "\x1e"
-"""Joins a video's hashtags in its record (hashtags are printable, so never hold it)."""
+DELETED_TAIL = FIELD_SEP * 10
+"""The ten empty fields that end a ``video.deleted`` argument."""
 
 WEEKDAYS: tuple[DayName, ...] = (
     "Monday",
@@ -55,32 +53,6 @@ WEEKDAYS: tuple[DayName, ...] = (
 
 class UnknownCreator(LookupError):
     """No video event of this creator has been applied."""
-
-
-def _event_arg(event: VideoEvent) -> str:
-    """One event as ``video_apply.lua`` takes it: 13 fields joined by 0x1F."""
-    if isinstance(event, VideoDeleted):
-        return FIELD_SEP.join(["D", event.video_id, event.version, *[""] * 10])
-    rh, rl = divmod(event.rate_units(), RATE_SPLIT)
-    counts = [
-        str(n)
-        for n in (
-            event.views,
-            event.likes,
-            event.comments,
-            event.shares,
-            event.bookmarks,
-            event.new_followers,
-            rh,
-            rl,
-        )
-    ]
-    if isinstance(event, VideoPosted):
-        tags = HASHTAG_SEP.join(event.hashtags or [])
-        head = ["P", event.video_id, event.version, event.date_posted.isoformat(), tags]
-    else:
-        head = ["M", event.video_id, event.version, "", ""]
-    return FIELD_SEP.join(head + counts)
 
 
 def _int(value: str | None) -> int:
@@ -120,19 +92,30 @@ class VideoStore:
             redis.ResponseError: when a creator's sums would outgrow 64-bit integers;
                 that creator's chunk is refused whole, the other chunks are applied.
         """
-        by_creator: dict[str, list[VideoEvent]] = defaultdict(list)
-        for event in events:
-            by_creator[event.creator].append(event)
+        return self.apply_records([record_of(event) for event in events])
+
+    def apply_records(self, records: Iterable[Record]) -> ApplyResult:
+        """Apply ``P``/``M``/``D`` wire records (``events.wire``), as :meth:`apply` does events.
+
+        Raises:
+            redis.ResponseError: as :meth:`apply`.
+        """
+        by_creator: dict[str, list[str]] = defaultdict(list)
+        for r in records:
+            # video_apply.lua takes one argument per event: its 13 fields, 0x1F-joined.
+            if r[0] == "D":
+                by_creator[r[1]].append(f"D{FIELD_SEP}{r[2]}{FIELD_SEP}{r[3]}{DELETED_TAIL}")
+            else:
+                by_creator[r[1]].append(FIELD_SEP.join((r[0], *r[2:])))
         if not by_creator:
             return ApplyResult()
         apply_script = script(self.client, "video_apply")
         pipe = self.client.pipeline(transaction=False)
-        for creator, batch in by_creator.items():
+        for creator, args in by_creator.items():
             pipe.sadd(keys.creators_key(self.prefix), creator)
             ckeys = list(self.keys(creator))
-            for start in range(0, len(batch), EVENTS_PER_CALL):
-                args = [_event_arg(event) for event in batch[start : start + EVENTS_PER_CALL]]
-                apply_script(keys=ckeys, args=args, client=pipe)
+            for start in range(0, len(args), EVENTS_PER_CALL):
+                apply_script(keys=ckeys, args=args[start : start + EVENTS_PER_CALL], client=pipe)
         result = ApplyResult()
         for reply in pipe.execute():
             if isinstance(reply, list):

@@ -26,8 +26,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from api_stub.app import create_app
-from events.publisher import APPLY_BATCH, Publisher
+from events.publisher import APPLY_BATCH, APPLY_RECORDS, Publisher
 from events.schemas import parse_event
+from events.wire import record_of
 from tests.conftest import REAL_REDIS_URL, Backend
 from tests.faults_support import TODAY, FaultEnv, Workers, statsworker_command
 from worker.connections import MEMORY_URL, Connections
@@ -92,6 +93,33 @@ def test_poison_jobs_fail_with_a_reason_and_the_worker_goes_on(conns: Connection
     run_worker(conns, burst=True, with_scheduler=False)
     assert dict(failed_jobs(conns)) == reasons
     assert conns.setlists.stats("band", TODAY).total_performances == 2
+
+
+def test_malformed_wire_records_fail_with_a_reason_and_the_rest_is_applied(
+    conns: Connections,
+) -> None:
+    """A records job from a faulty producer: its good records applied, the bad ones named."""
+    good = record_of(parse_event(GOOD))
+    bad_date = [*good[:6], "2024-13-01", good[7]]
+    bad_date[2] = "p2"
+    unprintable = [*good[:2], "p\x003", *good[3:]]
+    short = good[:5]
+    job = conns.queue.enqueue_call(
+        APPLY_RECORDS,
+        args=([good, bad_date, unprintable, short, "R", ["Q", "x"]],),
+        result_ttl=0,
+        failure_ttl=3600,
+    )
+    run_worker(conns, burst=True, with_scheduler=False)
+    reasons = dict(failed_jobs(conns))
+    assert set(reasons) == {job.id}
+    assert "5 invalid event(s)" in reasons[job.id]
+    for index in (1, 2, 3, 4, 5):
+        assert f"record {index}:" in reasons[job.id]
+    assert "record 0:" not in reasons[job.id]
+    assert "unknown record kind 'Q'" in reasons[job.id]
+    assert conns.setlists.stats("band", TODAY).total_performances == 1
+    assert Job.fetch(job.id, connection=conns.raw, serializer=JSONSerializer).retries_left == 0
 
 
 def run_cli(
@@ -328,9 +356,9 @@ def api(memory_conns: Connections) -> TestClient:
     return TestClient(create_app(memory_conns), raise_server_exceptions=False)
 
 
-def take_queued(conns: Connections) -> list[dict[str, Any]]:
-    """The events of every queued job, in queue order; the queue is left empty."""
-    events: list[dict[str, Any]] = []
+def take_queued(conns: Connections) -> list[list[str]]:
+    """The wire records of every queued job, in queue order; the queue is left empty."""
+    events: list[list[str]] = []
     ids = [i.decode() for i in conns.raw.lrange(conns.queue.key, 0, -1)]
     for job_id in ids:
         job = Job.fetch(job_id, connection=conns.raw, serializer=JSONSerializer)
@@ -340,9 +368,9 @@ def take_queued(conns: Connections) -> list[dict[str, Any]]:
     return events
 
 
-def canonical(obj: dict[str, Any]) -> dict[str, Any]:
-    """The event as it travels on the queue once validated."""
-    return parse_event(obj).to_json_dict()
+def canonical(obj: dict[str, Any]) -> list[str]:
+    """The event as it travels on the queue once validated: its wire record."""
+    return record_of(parse_event(obj))
 
 
 def names_field(reason: str, field: str) -> bool:

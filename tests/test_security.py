@@ -20,6 +20,8 @@ from rq.serializers import JSONSerializer
 
 import stats.keys
 from api_stub.app import create_app
+from events.schemas import parse_event
+from events.wire import record_of
 from stats.settings import Settings
 from tests.faults_support import TODAY, FaultEnv, free_port
 from worker.connections import MEMORY_URL, Connections, make_clients
@@ -223,7 +225,7 @@ def test_queued_jobs_are_json_and_workers_read_json(tmp_path: Path) -> None:
     (job_id,) = conns.queue.get_job_ids()
     data = conns.raw.hget(Job.key_for(job_id), "data")
     decoded = json.loads(zlib.decompress(data))  # a pickle would not decode as JSON
-    assert decoded[2] == [[EVENT]]
+    assert decoded[2] == [[record_of(parse_event(EVENT))]]
 
 
 # -- Redis URLs ----------------------------------------------------------------------------

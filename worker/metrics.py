@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from stats import keys
@@ -13,12 +12,12 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 def record_apply(
-    client: Any, prefix: str, events: Sequence[Any], rejected: int, seconds: float
+    client: Any, prefix: str, applied: Mapping[str, int], rejected: int, seconds: float
 ) -> None:
     """Count a batch applied by a worker: events by type, rejections and its latency."""
     key = keys.metrics_key(prefix)
     pipe = client.pipeline(transaction=False)
-    for kind, n in Counter(e.type for e in events).items():
+    for kind, n in applied.items():
         pipe.hincrby(key, f"applied:{kind}", n)
     if rejected:
         pipe.hincrby(key, "rejected", rejected)
