@@ -34,11 +34,18 @@ FAILURE_TTL = 30 * 24 * 3600
 class EventSink(Protocol):
     """Durable storage that must hold an event before it is queued (the event log)."""
 
-    def append(self, events: Sequence[Event], bodies: Sequence[Any] | None = None) -> None:
+    def append(
+        self,
+        events: Sequence[Event],
+        bodies: Sequence[Any] | None = None,
+        enqueued: Sequence[Event] = (),
+    ) -> None:
         """Store events durably; storing an event_id twice is harmless.
 
         ``bodies``, when given, are the events as the JSON objects they arrived in
-        (already validated), stored instead of dumping each event again.
+        (already validated), stored instead of dumping each event again. ``enqueued``
+        are events stored before that have reached the queue since: they are marked
+        so in the same write (as :meth:`mark_enqueued` would).
         """
 
     def mark_enqueued(self, events: Sequence[Event]) -> None:
@@ -76,17 +83,29 @@ class Publisher:
         return self._publish(((event, None) for event in events), report or PublishReport())
 
     def _publish(self, pairs: Iterable[tuple[Event, Any]], report: PublishReport) -> PublishReport:
-        """Queue ``(event, body)`` pairs in batches; a body is the event's JSON object or None."""
+        """Queue ``(event, body)`` pairs in batches; a body is the event's JSON object or None.
+
+        A batch is logged, then queued; it is marked queued in the log along with the
+        next batch's write, or at the end. Whatever happens, every batch that reached
+        the queue is marked before this returns or raises; one left unmarked by a
+        crash is queued again by the workers' sweep, which is harmless.
+        """
         batch: list[Event] = []
         bodies: list[Any] = []
-        for event, body in pairs:
-            batch.append(event)
-            bodies.append(body)
-            if len(batch) >= self.batch_size:
-                self._flush(batch, bodies, report)
-                batch, bodies = [], []
-        if batch:
-            self._flush(batch, bodies, report)
+        queued: list[Event] = []
+        try:
+            for event, body in pairs:
+                batch.append(event)
+                bodies.append(body)
+                if len(batch) >= self.batch_size:
+                    self._flush(batch, bodies, queued, report)
+                    queued, batch, bodies = batch, [], []
+            if batch:
+                self._flush(batch, bodies, queued, report)
+                queued = batch
+        finally:
+            if queued and self.sink is not None:
+                self.sink.mark_enqueued(queued)
         return report
 
     def publish_lines(
@@ -128,10 +147,19 @@ class Publisher:
         if report.rejected and self.on_rejected is not None:
             self.on_rejected(len(report.rejected))
 
-    def _flush(self, batch: Sequence[Event], bodies: Sequence[Any], report: PublishReport) -> None:
+    def _flush(
+        self,
+        batch: Sequence[Event],
+        bodies: Sequence[Any],
+        queued: list[Event],
+        report: PublishReport,
+    ) -> None:
+        """Log ``batch`` (marking ``queued``, the batch before it, in the same write), then
+        queue it. ``queued`` is emptied once marked."""
         if self.sink is not None:
             known = bodies if all(body is not None for body in bodies) else None
-            self.sink.append(batch, known)
+            self.sink.append(batch, known, enqueued=queued)
+        queued.clear()
         self.queue.enqueue_many(
             [
                 Queue.prepare_data(
@@ -146,8 +174,6 @@ class Publisher:
                 )
             ]
         )
-        if self.sink is not None:
-            self.sink.mark_enqueued(batch)
         report.accepted += len(batch)
         report.jobs += 1
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,6 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
+from events.publisher import Publisher
 from events.schemas import parse_event
 from tests.conftest import Backend
 from tests.log_support import (
@@ -307,6 +309,39 @@ def _age_log(url: str, seconds: float) -> None:
                 )
     finally:
         engine.dispose()
+
+
+class _QueueThatFails:
+    """Takes ``good`` jobs, then fails as a queue whose Redis went away does."""
+
+    def __init__(self, good: int) -> None:
+        self.good = good
+        self.jobs: list[Any] = []
+
+    def enqueue_many(self, jobs: list[Any]) -> None:
+        if len(self.jobs) >= self.good:
+            raise ConnectionError("the queue is gone")
+        self.jobs.extend(jobs)
+
+
+@pytest.mark.parametrize("good", [0, 1, 3, 5])
+def test_every_queued_batch_is_marked_and_no_other(log_url: str, good: int) -> None:
+    """Batches are marked queued one write late (with the next batch), never early."""
+    events = random_stream(seed=12, performances=40, videos=6)[:46]  # 5 batches
+    log = EventLog(log_url)
+    queue = _QueueThatFails(good)
+    publisher = Publisher(queue, batch_size=10, sink=log)  # type: ignore[arg-type]
+    if good < 5:
+        with pytest.raises(ConnectionError):
+            publisher.publish(events)
+    else:
+        assert publisher.publish(events).jobs == 5
+    rows = {row["event_id"]: row["enqueued"] for row in _rows(log_url)}
+    queued = {e.event_id for e in events[: 10 * good]}
+    logged = {e.event_id for e in events[: 10 * min(good + 1, 5)]}
+    assert set(rows) == logged
+    assert {event_id for event_id, marked in rows.items() if marked} == queued
+    log.dispose()
 
 
 def test_a_publisher_process_that_cannot_queue_leaves_its_events_to_the_worker(

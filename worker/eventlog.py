@@ -143,15 +143,23 @@ class EventLog:
             f"INSERT INTO event_log ({columns}) VALUES ({values}) ON CONFLICT (event_id) DO NOTHING"
         )
 
-    def append(self, events: Sequence[Event], bodies: Sequence[Any] | None = None) -> None:
+    def append(
+        self,
+        events: Sequence[Event],
+        bodies: Sequence[Any] | None = None,
+        enqueued: Sequence[Event] = (),
+    ) -> None:
         """Store events durably in one transaction; an event_id already stored is kept.
 
         Args:
             events: validated events.
             bodies: the same events as the JSON objects they arrived in, stored as
                 they are; by default each event's ``to_json_dict``.
+            enqueued: events stored earlier that have reached the queue since, marked
+                so in the same transaction (see :meth:`mark_enqueued`): one commit,
+                and so one disk flush, per batch instead of two.
         """
-        if not events:
+        if not events and not enqueued:
             return
         sqlite_times = self.dialect == "sqlite"
         now: Any = utcnow()
@@ -164,20 +172,26 @@ class EventLog:
             for event, body in zip(events, bodies, strict=True)
         ]
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(self._insert_sql(), rows)
+            if rows:
+                conn.exec_driver_sql(self._insert_sql(), rows)
+            self._mark(conn, enqueued)
 
     def mark_enqueued(self, events: Sequence[Event]) -> None:
         """Record that these events reached the queue, so recovery leaves them alone."""
+        if events:
+            with self.engine.begin() as conn:
+                self._mark(conn, events)
+
+    def _mark(self, conn: sa.Connection, events: Sequence[Event]) -> None:
         ids = [event.event_id for event in events]
         mark = "?" if self.dialect == "sqlite" else "%s"
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), MARK_CHUNK):
-                chunk = tuple(ids[start : start + MARK_CHUNK])
-                conn.exec_driver_sql(
-                    f"UPDATE event_log SET enqueued = TRUE WHERE {PENDING}"
-                    f" AND event_id IN ({', '.join([mark] * len(chunk))})",
-                    chunk,
-                )
+        for start in range(0, len(ids), MARK_CHUNK):
+            chunk = tuple(ids[start : start + MARK_CHUNK])
+            conn.exec_driver_sql(
+                f"UPDATE event_log SET enqueued = TRUE WHERE {PENDING}"
+                f" AND event_id IN ({', '.join([mark] * len(chunk))})",
+                chunk,
+            )
 
     # -- reading ----------------------------------------------------------------
 
