@@ -45,8 +45,12 @@ local function split(s)
   end
 end
 
+-- A batch holds a few dates many times over (a show's every play): each date is
+-- converted once per call.
+local days_of, ymds_of = {}, {}
+
 -- Days since 1970-01-01 of a YYYY-MM-DD date (proleptic Gregorian).
-local function day_of(date)
+local function compute_day(date)
   local y = tonumber(string.sub(date, 1, 4))
   local m = tonumber(string.sub(date, 6, 7))
   local d = tonumber(string.sub(date, 9, 10))
@@ -56,6 +60,15 @@ local function day_of(date)
   local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
   local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
   return era * 146097 + doe - 719468
+end
+
+local function day_of(date)
+  local d = days_of[date]
+  if d == nil then
+    d = compute_day(date)
+    days_of[date] = d
+  end
+  return d
 end
 
 -- The YYYYMMDD score of a day number.
@@ -75,7 +88,12 @@ end
 
 -- The YYYYMMDD score of a YYYY-MM-DD date.
 local function ymd(date)
-  return tonumber(string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10))
+  local n = ymds_of[date]
+  if n == nil then
+    n = tonumber(string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10))
+    ymds_of[date] = n
+  end
+  return n
 end
 
 local touched = {}   -- song -> true: summary, windows and velocity to refresh
