@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from events.fields import (
+    SLUG_PATTERN,
     Count,
     EventDate,
     Ident,
@@ -211,6 +212,8 @@ def _first_error(exc: ValidationError) -> str:
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"must match {SLUG_PATTERN}"
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events import wire
-from events.fields import Instant, _timestamp
-from events.schemas import Event, parse_event
+from events.fields import SLUG_PATTERN, SLUG_RE, Instant, _timestamp
+from events.schemas import Event, EventError, parse_event
 from tests.log_support import random_stream
 from worker.generator import generate
 
@@ -138,3 +138,27 @@ def test_rfc3339_writes_what_it_reads(
         ).to_json_dict()["occurred_at"]
         == text
     )
+
+
+@settings(max_examples=600, deadline=None, database=None)
+@given(
+    slug=st.one_of(
+        st.from_regex(SLUG_RE, fullmatch=True),
+        st.text(alphabet="az09._-A\n \x00é", max_size=130),
+    )
+)
+def test_models_accept_exactly_the_slugs_the_pattern_describes(slug: str) -> None:
+    obj = {
+        "type": "performance.retracted",
+        "event_id": "e",
+        "occurred_at": "2024-01-01T00:00:00Z",
+        "vertical": slug,
+        "performance_id": "p",
+    }
+    try:
+        parse_event(obj)
+        accepted = True
+    except EventError as exc:
+        assert exc.reason == f"vertical: must match {SLUG_PATTERN}"
+        accepted = False
+    assert accepted == (SLUG_RE.fullmatch(slug) is not None), slug
