@@ -85,22 +85,24 @@ def _timestamp(value: Any) -> Instant:
         return value
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         value = value.isoformat()
-    if not isinstance(value, str) or not _RFC3339_RE.fullmatch(value):
+    match = _RFC3339_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
         raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2024-05-01T20:00:00Z")
     text = value.replace("t", "T").replace(" ", "T").replace("z", "Z")
     nanos = 0
-    frac = re.search(r"\.(\d+)", text)
-    if frac and len(frac.group(1)) > 6:
-        nanos = int(frac.group(1)[6:].ljust(3, "0"))
-        text = text.replace(frac.group(0), "." + frac.group(1)[:6])
+    frac = match.group(1)  # "." and 1-9 digits, or None
+    if frac is not None and len(frac) > 7:
+        nanos = int(frac[7:].ljust(3, "0"))
+        text = text.replace(frac, frac[:7])
     try:
         parsed = Instant.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{value!r} is not a real instant") from None
-    try:
-        parsed.astimezone(dt.UTC)
-    except OverflowError:
-        raise ValueError(f"{value!r} lies outside the years 0001-9999 in UTC") from None
+    if parsed.year in (1, 9999):  # only these can leave datetime's range once in UTC
+        try:
+            parsed.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError(f"{value!r} lies outside the years 0001-9999 in UTC") from None
     parsed.nanos = nanos
     return parsed
 
@@ -129,7 +131,7 @@ def version_of(occurred_at: dt.datetime, event_id: str) -> str:
 
     Byte order of two versions is the order of ``(occurred_at, event_id)``.
     """
-    delta = occurred_at.astimezone(dt.UTC) - _EPOCH0
+    delta = occurred_at - _EPOCH0  # aware minus aware: in UTC, with no datetime made
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     nanos = micros * 1000 + getattr(occurred_at, "nanos", 0)
     return f"{nanos:021d}|{event_id}"

@@ -112,7 +112,9 @@ COLUMNS = (
 
 def sqlite_time(value: dt.datetime) -> str:
     """An aware time as SQLAlchemy's SQLite ``DateTime`` stores it: UTC, to the microsecond."""
-    return value.astimezone(dt.UTC).isoformat(sep=" ", timespec="microseconds")[:26]
+    if value.utcoffset():
+        value = value.astimezone(dt.UTC)
+    return value.isoformat(sep=" ", timespec="microseconds")[:26]
 
 
 def driver_row(event: Event, body: Any, now: Any, sqlite_times: bool) -> tuple[Any, ...]:
