@@ -147,15 +147,14 @@ elseif read == 'gaps' then
     local start = 0
     local step = math.min(200, limit * 2)
     while #rows < limit do
-      local batch = redis.call('ZRANGE', K_BYLAST, start, start + step - 1, 'WITHSCORES')
-      if #batch == 0 then break end
-      local names = {}
-      for i = 1, #batch, 2 do names[#names + 1] = batch[i] end
+      -- Every element a call hands to Lua costs; scores are read for the rows only.
+      local names = redis.call('ZRANGE', K_BYLAST, start, start + step - 1)
+      if #names == 0 then break end
       local recs = redis.call('HMGET', K_SONGS, unpack(names))
       for j = 1, #names do
         local total, title = total_title(recs[j])
         if total >= min_plays then
-          rows[#rows + 1] = {names[j], title, tonumber(batch[2 * j]), total}
+          rows[#rows + 1] = {names[j], title, false, total}
           if #rows == limit then break end
         end
       end
@@ -164,8 +163,9 @@ elseif read == 'gaps' then
     if #rows > 0 then
       local songs = {}
       for i, r in ipairs(rows) do songs[i] = r[1] end
+      local lasts = redis.call('ZMSCORE', K_BYLAST, unpack(songs))
       local firsts = redis.call('ZMSCORE', K_BYFIRST, unpack(songs))
-      for i, r in ipairs(rows) do r[5] = tonumber(firsts[i]) end
+      for i, r in ipairs(rows) do r[3], r[5] = tonumber(lasts[i]), tonumber(firsts[i]) end
     end
   else
     -- Plays after as_of exist: each song's figures as of that date, then sort.
