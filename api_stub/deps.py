@@ -11,8 +11,12 @@ from events.fields import MAX_YEAR, MIN_YEAR, SLUG_PATTERN
 from worker.connections import Connections
 
 
-def connections(request: Request) -> Connections:
-    """The connections the app was created with."""
+async def connections(request: Request) -> Connections:
+    """The connections the app was created with.
+
+    ``async`` because it does no I/O: FastAPI runs a plain ``def`` dependency in its
+    thread pool, a hop that cost more than many reads.
+    """
     conns: Connections = request.app.state.conns
     return conns
 

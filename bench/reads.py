@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from fastapi import Response
 
 from api_stub import setlist_routes
 
@@ -67,12 +70,18 @@ ROUTES: tuple[Route, ...] = (
 
 
 def rows_returned(answer: Any) -> int:
-    """How many rows a route answered (k of O(log n + k)); 1 for a single object."""
-    if isinstance(answer, list):
-        return len(answer)
+    """How many rows a route answered (k of O(log n + k)); 1 for a single object.
+
+    The routes answer a ``Response`` holding the JSON bytes.
+    """
+    found = json.loads(answer.body) if isinstance(answer, Response) else answer
+    if isinstance(found, list):
+        return len(found)
     for name in ("trends", "bustouts", "debuts"):
-        if hasattr(answer, name):
-            return len(getattr(answer, name))
+        if isinstance(found, dict) and name in found:
+            return len(found[name])
+        if hasattr(found, name):
+            return len(getattr(found, name))
     return 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel
@@ -119,3 +120,18 @@ class Debuts(BaseModel):
     vertical: str
     period_days: int
     debuts: list[Debut]
+
+
+def trends_json(
+    vertical: str, period_type: Literal["month", "quarter"], rows: Iterable[tuple[str, int, int]]
+) -> bytes:
+    """The bytes of ``Trends(...).model_dump_json()`` for ``(period, shows, performances)`` rows.
+
+    The answer has a row per month of history (thousands for a long one); building and
+    dumping a model per row cost several microseconds each, a formatted row a fraction
+    of one. Periods are ``YYYY-MM`` or ``YYYY-Qn`` and the counts integers, so no row
+    needs escaping; the head (the vertical) is dumped by the model itself.
+    """
+    head = Trends(vertical=vertical, period_type=period_type, trends=[]).model_dump_json()
+    body = ",".join([f'{{"period":"{p}","shows":{s:d},"performances":{n:d}}}' for p, s, n in rows])
+    return f"{head[:-2]}{body}]}}".encode()

@@ -26,19 +26,6 @@ local function less(a, b)
   return #a < #b
 end
 
-local function split(s)
-  local out, start = {}, 1
-  while true do
-    local i = string.find(s, SEP, start, true)
-    if not i then
-      out[#out + 1] = string.sub(s, start)
-      return out
-    end
-    out[#out + 1] = string.sub(s, start, i - 1)
-    start = i + 1
-  end
-end
-
 local function ymd(date)
   return tonumber(string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10))
 end
@@ -57,9 +44,34 @@ end
 
 local read, asof, asofday = ARGV[1], ARGV[2], tonumber(ARGV[3])  -- asofday: YYYYMMDD
 
+-- 'total\31title' of the songs hash: total plays (all dates) and title.
+local function total_title(rec)
+  local i = string.find(rec, SEP, 1, true)
+  return tonumber(string.sub(rec, 1, i - 1)), string.sub(rec, i + 1)
+end
+
 local function title_of(song)
   local s = redis.call('HGET', K_SONGS, song)
-  return s and split(s)[2] or song
+  if not s then return song end
+  local _, title = total_title(s)
+  return title
+end
+
+-- HMGET of many fields, in slices that stay within Lua's stack for unpack.
+local function hmget(key, fields)
+  local out = {}
+  for lo = 1, #fields, 1000 do
+    local got = redis.call('HMGET', key, unpack(fields, lo, math.min(lo + 999, #fields)))
+    for i = 1, #got do out[#out + 1] = got[i] end
+  end
+  return out
+end
+
+-- True when no play is dated after as_of: then every stored total is the total as of
+-- as_of, and bylast/byfirst hold each song's last and first play.
+local function nothing_after()
+  local newest = redis.call('ZRANGE', K_PLAYS, -1, -1, 'WITHSCORES')[2]
+  return newest == nil or tonumber(newest) <= asofday
 end
 
 -- Plays of `song` dated after `after` (a date, or nil) up to as_of.
@@ -87,45 +99,73 @@ local function shows_between(lo, hi)
   return redis.call('ZCOUNT', K_SHOWS, '(' .. lo, hi)
 end
 
-local function show_id_of(pid)
-  return split(redis.call('HGET', K_PERF, pid))[4]
+-- song, show_id and show date of a present performance's record.
+local function play_of(rec)
+  return string.match(rec, '^[^\31]*\31R\31([^\31]*)\31([^\31]*)\31([^\31]*)')
+end
+
+-- The counters in `win` as of the day in meta (0, 0, 0 when the song has none).
+local function windows(rec)
+  if not rec then return 0, 0, 0 end
+  local a, b, c = string.match(rec, '^(%d+)\31(%d+)\31(%d+)')
+  return tonumber(a), tonumber(b), tonumber(c)
 end
 
 if read == 'song' then
   -- ARGV[4] = song, ARGV[5..7] = dates as_of-30, as_of-90, as_of-365
-  -- -> {title, total, first_date, last_date, shows_since, p30, p90, p365} or {}
+  -- -> {title, total, first, last (YYYYMMDD), shows_since, p30, p90, p365} or {}
   local song = ARGV[4]
-  local total = plays_upto(song, nil)
-  if total == 0 then return {} end
-  local last = last_upto(song)
-  local first = first_play(song)
-  return {title_of(song), total, first, last, shows_between(ymd(last), asofday),
-          plays_upto(song, ARGV[5]), plays_upto(song, ARGV[6]), plays_upto(song, ARGV[7])}
+  local title, total, first, last
+  if nothing_after() then
+    local rec = redis.call('HGET', K_SONGS, song)
+    if not rec then return {} end
+    total, title = total_title(rec)
+    first = tonumber(redis.call('ZSCORE', K_BYFIRST, song))
+    last = tonumber(redis.call('ZSCORE', K_BYLAST, song))
+  else
+    total = plays_upto(song, nil)
+    if total == 0 then return {} end
+    title = title_of(song)
+    first = ymd((first_play(song)))
+    last = ymd((last_upto(song)))
+  end
+  local p30, p90, p365
+  if redis.call('HGET', K_META, 'today') == asof then
+    p30, p90, p365 = windows(redis.call('HGET', K_WIN, song))
+  else
+    p30, p90, p365 = plays_upto(song, ARGV[5]), plays_upto(song, ARGV[6]), plays_upto(song, ARGV[7])
+  end
+  return {title, total, first, last, shows_between(last, asofday), p30, p90, p365}
 
 elseif read == 'gaps' then
   -- ARGV[4] = min_plays, ARGV[5] = limit
   -- -> 6 per row: song, title, last play, total, first play (YYYYMMDD), shows_since
   local min_plays, limit = math.max(tonumber(ARGV[4]), 1), tonumber(ARGV[5])
   local rows = {}
-  local newest = redis.call('ZRANGE', K_PLAYS, -1, -1, 'WITHSCORES')[2]
-  if newest == nil or tonumber(newest) <= asofday then
+  if nothing_after() then
     -- Every play counts: walk songs by last play, oldest first.
     local start = 0
     local step = math.min(200, limit * 2)
     while #rows < limit do
-      local batch = redis.call('ZRANGE', K_BYLAST, start, start + step - 1, 'WITHSCORES')
-      if #batch == 0 then break end
-      for i = 1, #batch, 2 do
-        local song = batch[i]
-        local s = split(redis.call('HGET', K_SONGS, song))
-        local total = tonumber(s[1])
+      -- Every element a call hands to Lua costs; scores are read for the rows only.
+      local names = redis.call('ZRANGE', K_BYLAST, start, start + step - 1)
+      if #names == 0 then break end
+      local recs = redis.call('HMGET', K_SONGS, unpack(names))
+      for j = 1, #names do
+        local total, title = total_title(recs[j])
         if total >= min_plays then
-          rows[#rows + 1] = {song, s[2], tonumber(batch[i + 1]), total,
-                             tonumber(redis.call('ZSCORE', K_BYFIRST, song))}
+          rows[#rows + 1] = {names[j], title, false, total}
           if #rows == limit then break end
         end
       end
       start = start + step
+    end
+    if #rows > 0 then
+      local songs = {}
+      for i, r in ipairs(rows) do songs[i] = r[1] end
+      local lasts = redis.call('ZMSCORE', K_BYLAST, unpack(songs))
+      local firsts = redis.call('ZMSCORE', K_BYFIRST, unpack(songs))
+      for i, r in ipairs(rows) do r[3], r[5] = tonumber(lasts[i]), tonumber(firsts[i]) end
     end
   else
     -- Plays after as_of exist: each song's figures as of that date, then sort.
@@ -145,8 +185,10 @@ elseif read == 'gaps' then
     for i = 1, math.min(limit, #cand) do rows[i] = cand[i] end
   end
   local out = {}
+  local since_of, since = nil, 0  -- rows come by last play: equal dates are neighbours
   for _, r in ipairs(rows) do
-    for _, v in ipairs({r[1], r[2], r[3], r[4], r[5], shows_between(r[3], asofday)}) do
+    if r[3] ~= since_of then since_of, since = r[3], shows_between(r[3], asofday) end
+    for _, v in ipairs({r[1], r[2], r[3], r[4], r[5], since}) do
       out[#out + 1] = v
     end
   end
@@ -156,46 +198,86 @@ elseif read == 'velocity' then
   -- ARGV[4] = limit, ARGV[5..7] = dates as_of-30, as_of-90, as_of-365
   -- -> 6 per row: song, title, p30, p90, p365, total
   local limit = tonumber(ARGV[4])
-  local rows = {}
+  local out = {}
   if redis.call('HGET', K_META, 'today') == asof then
     -- Counters are kept for this very day: the ranking is stored.
     local ranked = redis.call('ZRANGE', K_VEL, 0, limit - 1)
-    for _, song in ipairs(ranked) do
-      local w = {0, 0, 0}
-      local cur = redis.call('HGET', K_WIN, song)
-      if cur then
-        local p = split(cur)
-        w = {tonumber(p[1]), tonumber(p[2]), tonumber(p[3])}
-      end
-      rows[#rows + 1] = {song, title_of(song), w[1], w[2], w[3], plays_upto(song, nil)}
+    if #ranked == 0 then return out end
+    local wins = redis.call('HMGET', K_WIN, unpack(ranked))
+    local recs = redis.call('HMGET', K_SONGS, unpack(ranked))
+    local exact = nothing_after()
+    for i, song in ipairs(ranked) do
+      local p30, p90, p365 = windows(wins[i])
+      local total, title
+      if recs[i] then total, title = total_title(recs[i]) else title = song end
+      if not (exact and recs[i]) then total = plays_upto(song, nil) end
+      for _, v in ipairs({song, title, p30, p90, p365, total}) do out[#out + 1] = v end
     end
-  else
-    local cand = {}
-    for _, song in ipairs(redis.call('ZRANGEBYSCORE', K_BYFIRST, '-inf', asofday)) do
-      local p30, p90, p365 = plays_upto(song, ARGV[5]), plays_upto(song, ARGV[6]), plays_upto(song, ARGV[7])
-      cand[#cand + 1] = {song, nil, p30, p90, p365, 0, 3 * p30 + 2 * p90 + p365}
-    end
-    table.sort(cand, function(a, b)
-      if a[7] ~= b[7] then return a[7] > b[7] end
-      return less(a[1], b[1])
-    end)
-    for i = 1, math.min(limit, #cand) do
-      local r = cand[i]
-      rows[i] = {r[1], title_of(r[1]), r[3], r[4], r[5], plays_upto(r[1], nil)}
-    end
+    return out
   end
-  local out = {}
-  for _, r in ipairs(rows) do
-    for j = 1, 6 do out[#out + 1] = r[j] end
+  local cand = {}
+  for _, song in ipairs(redis.call('ZRANGEBYSCORE', K_BYFIRST, '-inf', asofday)) do
+    local p30, p90, p365 = plays_upto(song, ARGV[5]), plays_upto(song, ARGV[6]), plays_upto(song, ARGV[7])
+    cand[#cand + 1] = {song, p30, p90, p365, 3 * p30 + 2 * p90 + p365}
+  end
+  table.sort(cand, function(a, b)
+    if a[5] ~= b[5] then return a[5] > b[5] end
+    return less(a[1], b[1])
+  end)
+  for i = 1, math.min(limit, #cand) do
+    local r = cand[i]
+    for _, v in ipairs({r[1], title_of(r[1]), r[2], r[3], r[4], plays_upto(r[1], nil)}) do
+      out[#out + 1] = v
+    end
   end
   return out
 
 elseif read == 'trends' then
-  -- ARGV[4] = the first day of as_of's month (YYYYMMDD)
-  -- -> {performances in as_of's month up to as_of, shows likewise, month fields...}
-  local from = tonumber(ARGV[4])
-  local out = {redis.call('ZCOUNT', K_PLAYS, from, asofday), redis.call('ZCOUNT', K_SHOWS, from, asofday)}
-  for _, v in ipairs(redis.call('HGETALL', K_MONTHS)) do out[#out + 1] = v end
+  -- ARGV[4] = the first day of as_of's month (YYYYMMDD), ARGV[5] = month | quarter
+  -- -> 3 per period with a show, oldest first: period (YYYYMM, or YYYYQ for quarter Q),
+  --    shows, performances; as_of's month counts only up to as_of, later months not at all
+  local from, by_quarter = tonumber(ARGV[4]), ARGV[5] == 'quarter'
+  local current = math.floor(from / 100)  -- YYYYMM of as_of's month
+  -- Per month YYYYMM: {shows, performances}; as_of's month from the sorted sets.
+  local sums, months = {}, {}
+  local fields = redis.call('HGETALL', K_MONTHS)
+  local byte = string.byte
+  for i = 1, #fields, 2 do
+    -- 's:YYYY-MM' or 'p:YYYY-MM', read as digits (no string is built per field)
+    local kind, _, y1, y2, y3, y4, _, m1, m2 = byte(fields[i], 1, 9)
+    local month = y1 * 100000 + y2 * 10000 + y3 * 1000 + y4 * 100 + m1 * 10 + m2 - 5333328
+    if month < current then
+      local s = sums[month]
+      if not s then
+        s = {0, 0}
+        sums[month] = s
+        months[#months + 1] = month
+      end
+      if kind == 115 then  -- 's'
+        s[1] = s[1] + tonumber(fields[i + 1])
+      else
+        s[2] = s[2] + tonumber(fields[i + 1])
+      end
+    end
+  end
+  local shows_now = redis.call('ZCOUNT', K_SHOWS, from, asofday)
+  if shows_now > 0 then
+    sums[current] = {shows_now, redis.call('ZCOUNT', K_PLAYS, from, asofday)}
+    months[#months + 1] = current
+  end
+  table.sort(months)
+  local out = {}
+  local last_key, s = nil, nil
+  for _, month in ipairs(months) do
+    local y, m = math.floor(month / 100), month % 100
+    local key = by_quarter and (y * 10 + math.floor((m - 1) / 3) + 1) or month
+    if key ~= last_key then
+      if s and s[2] > 0 then out[#out + 1], out[#out + 2], out[#out + 3] = s[1], s[2], s[3] end
+      last_key, s = key, {key, 0, 0}
+    end
+    s[2], s[3] = s[2] + sums[month][1], s[3] + sums[month][2]
+  end
+  if s and s[2] > 0 then out[#out + 1], out[#out + 2], out[#out + 3] = s[1], s[2], s[3] end
   return out
 
 elseif read == 'stats' then
@@ -214,10 +296,11 @@ elseif read == 'bustouts' then
   local from, gap_min, shows_min = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
   -- Indexed candidates when the threshold allows, else every play of the window.
   local source = gap_min >= tonumber(ARGV[7]) and K_BUST or K_PLAYS
-  local out = {}
-  for _, pid in ipairs(redis.call('ZRANGEBYSCORE', source, '(' .. from, asofday)) do
-    local rec = split(redis.call('HGET', K_PERF, pid))
-    local song, date = rec[3], rec[5]
+  local pids = redis.call('ZRANGEBYSCORE', source, '(' .. from, asofday)
+  local recs = hmget(K_PERF, pids)
+  local rows, songs, seen = {}, {}, {}
+  for i, pid in ipairs(pids) do
+    local song, show_id, date = play_of(recs[i])
     local prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. song .. '\0' .. date .. '\0' .. pid,
       '[' .. song .. '\0', 'LIMIT', 0, 1)[1]
     if prev then
@@ -226,12 +309,28 @@ elseif read == 'bustouts' then
       if gap >= gap_min then
         local gap_shows = shows_between(ymd(prevdate), ymd(date))
         if gap_shows >= shows_min then
-          for _, v in ipairs({song, title_of(song), date, rec[4], gap, gap_shows, prevdate, pid}) do
-            out[#out + 1] = v
+          rows[#rows + 1] = {song, false, date, show_id, gap, gap_shows, prevdate, pid}
+          if not seen[song] then
+            seen[song] = true
+            songs[#songs + 1] = song
           end
         end
       end
     end
+  end
+  local titles = {}
+  local got = hmget(K_SONGS, songs)
+  for i, song in ipairs(songs) do
+    titles[song] = song
+    if got[i] then
+      local _, title = total_title(got[i])
+      titles[song] = title
+    end
+  end
+  local out = {}
+  for _, r in ipairs(rows) do
+    r[2] = titles[r[1]]
+    for j = 1, 8 do out[#out + 1] = r[j] end
   end
   return out
 
@@ -240,10 +339,20 @@ elseif read == 'debuts' then
   -- -> 5 per row: song, title, debut (YYYYMMDD), show_id, plays up to as_of
   local out = {}
   local found = redis.call('ZRANGEBYSCORE', K_BYFIRST, '(' .. ARGV[4], asofday, 'WITHSCORES')
+  if #found == 0 then return out end
+  local songs, pids = {}, {}
   for i = 1, #found, 2 do
     local song = found[i]
     local _, pid = first_play(song)
-    for _, v in ipairs({song, title_of(song), tonumber(found[i + 1]), show_id_of(pid), plays_upto(song, nil)}) do
+    songs[#songs + 1], pids[#pids + 1] = song, pid
+  end
+  local perfs, recs = hmget(K_PERF, pids), hmget(K_SONGS, songs)
+  local exact = nothing_after()
+  for i, song in ipairs(songs) do
+    local _, show_id = play_of(perfs[i])
+    local total, title = total_title(recs[i])
+    if not exact then total = plays_upto(song, nil) end
+    for _, v in ipairs({song, title, tonumber(found[2 * i]), show_id, total}) do
       out[#out + 1] = v
     end
   end

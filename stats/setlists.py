@@ -12,7 +12,7 @@ from typing import Any
 from events.schemas import PerformanceEvent
 from events.wire import Record, record_of
 from stats import keys
-from stats.dates import from_ymd, quarter_of, round1, ymd
+from stats.dates import from_ymd, round1, ymd
 from stats.scripts import script
 from stats.setlist_models import (
     Bustout,
@@ -21,7 +21,6 @@ from stats.setlist_models import (
     Debuts,
     GapRow,
     SongFigures,
-    TrendPeriod,
     Trends,
     VelocityRow,
     VerticalStats,
@@ -128,8 +127,8 @@ class SetlistStore:
         r = self._read(vertical, "song", as_of, song, *self._window_dates(as_of))
         if not r:
             return None
-        title, total, first_date, last_date, shows_since, p30, p90, p365 = r
-        first, last = dt.date.fromisoformat(first_date), dt.date.fromisoformat(last_date)
+        title, total, first_ymd, last_ymd, shows_since, p30, p90, p365 = r
+        first, last = from_ymd(first_ymd), from_ymd(last_ymd)
         return SongFigures(
             song_id=song,
             song_slug=song,
@@ -187,31 +186,27 @@ class SetlistStore:
             )
         return rows
 
+    def trend_rows(self, vertical: str, as_of: dt.date, period: str) -> list[tuple[str, int, int]]:
+        """``(period, shows, performances)`` per month or quarter with a show, oldest first."""
+        kind = "month" if period == "month" else "quarter"
+        r = self._read(vertical, "trends", as_of, ymd(as_of.replace(day=1)), kind)
+        if kind == "month":
+            names = [f"{k // 100:04d}-{k % 100:02d}" for k in r[0::3]]
+        else:
+            names = [f"{k // 10:04d}-Q{k % 10}" for k in r[0::3]]
+        return list(zip(names, r[1::3], r[2::3], strict=True))
+
     def trends(self, vertical: str, as_of: dt.date, period: str) -> Trends:
         """Shows and performances per month or quarter, oldest first."""
-        r = self._read(vertical, "trends", as_of, ymd(as_of.replace(day=1)))
-        current = f"{as_of.year:04d}-{as_of.month:02d}"
-        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for i in range(2, len(r), 2):
-            field, value = r[i], int(r[i + 1])
-            month = field[2:]
-            if month < current:
-                counts[month][0 if field[0] == "s" else 1] += value
-        if r[1]:
-            counts[current] = [int(r[1]), int(r[0])]
-        grouped: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for month, (shows, perfs) in counts.items():
-            key = month if period == "month" else quarter_of(month)
-            grouped[key][0] += shows
-            grouped[key][1] += perfs
-        return Trends(
-            vertical=vertical,
-            period_type="month" if period == "month" else "quarter",
-            trends=[
-                TrendPeriod(period=key, shows=s, performances=p)
-                for key, (s, p) in sorted(grouped.items())
-                if s > 0
-            ],
+        return Trends.model_validate(
+            {
+                "vertical": vertical,
+                "period_type": "month" if period == "month" else "quarter",
+                "trends": [
+                    {"period": key, "shows": s, "performances": p}
+                    for key, s, p in self.trend_rows(vertical, as_of, period)
+                ],
+            }
         )
 
     def stats(self, vertical: str, as_of: dt.date) -> VerticalStats:

@@ -1,0 +1,134 @@
+"""The setlist routes write their JSON themselves (FastAPI does not validate and dump
+the answer a second time): the bytes must be those of the response models, and the
+values those of the recompute."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+
+from api_stub.app import create_app
+from stats.setlist_models import GapRow, VelocityRow
+from stats.settings import Settings
+from tests.conftest import Backend
+from tests.setlist_oracle import SetlistOracle
+from tests.test_setlists_property import event_sets, fresh_store, play_dates
+from worker.connections import Connections
+
+FEW = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+GAP_ROWS = TypeAdapter(list[GapRow])
+VELOCITY_ROWS = TypeAdapter(list[VelocityRow])
+
+
+def plain(value: Any) -> Any:
+    """An oracle answer as JSON data (dates as ISO strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+@given(data=st.data())
+@FEW
+def test_routes_answer_the_json_of_the_models(backend: Backend, data: st.DataObject) -> None:
+    base, events = data.draw(event_sets(), label="events")
+    oracle = SetlistOracle(events)
+    dates = play_dates(oracle) or [base]
+    kept = data.draw(st.sampled_from([*dates, dates[-1] + dt.timedelta(days=1)]), label="kept")
+    with fresh_store(backend) as store:
+        store.apply(events, kept)
+        conns = Connections(
+            Settings(key_prefix=store.prefix, today=kept), backend.client, backend.raw
+        )
+        client = TestClient(create_app(conns))
+        for vertical in ("band", "side"):
+            if vertical not in oracle.known:
+                assert client.get(f"/analytics/stats/{vertical}").status_code == 404
+                continue
+            near = {kept, dates[0], dates[-1] - dt.timedelta(days=30)}
+            for as_of in sorted(d for d in near if 1900 <= d.year <= 2100):  # else 422
+                q = f"as_of={as_of.isoformat()}"
+
+                def get(path: str, want: Any, model_json: bytes) -> None:
+                    answer = client.get(f"/analytics/{path}")
+                    assert answer.status_code == 200, (path, answer.text)
+                    assert answer.headers["content-type"] == "application/json"
+                    assert answer.content == model_json, path
+                    assert answer.json() == plain(want), path
+
+                for song in [*oracle.songs(vertical), "never-played"]:
+                    want = oracle.song(vertical, song, as_of)
+                    found = store.song(vertical, song, as_of)
+                    if want is None:
+                        assert found is None
+                        answer = client.get(f"/analytics/songs/{vertical}/{song}?{q}")
+                        assert answer.status_code == 404 and "detail" in answer.json()
+                    else:
+                        assert found is not None
+                        get(f"songs/{vertical}/{song}?{q}", want, found.model_dump_json().encode())
+                for min_plays, limit in ((0, 200), (2, 1), (5, 50)):
+                    get(
+                        f"gaps/{vertical}?{q}&min_plays={min_plays}&limit={limit}",
+                        oracle.gaps(vertical, as_of, min_plays, limit),
+                        GAP_ROWS.dump_json(store.gaps(vertical, as_of, min_plays, limit)),
+                    )
+                for limit in (1, 50):
+                    get(
+                        f"velocity/{vertical}?{q}&limit={limit}",
+                        oracle.velocity(vertical, as_of, limit),
+                        VELOCITY_ROWS.dump_json(store.velocity(vertical, as_of, limit)),
+                    )
+                for period in ("month", "quarter"):
+                    get(
+                        f"trends/{vertical}?{q}&period={period}",
+                        oracle.trends(vertical, as_of, period),
+                        store.trends(vertical, as_of, period).model_dump_json().encode(),
+                    )
+                get(
+                    f"stats/{vertical}?{q}",
+                    oracle.stats(vertical, as_of),
+                    store.stats(vertical, as_of).model_dump_json().encode(),
+                )
+                for days, gap, shows in ((365, 180, None), (100_000, 30, 2), (100_000, 0, None)):
+                    extra = f"&gap_shows_threshold={shows}" if shows is not None else ""
+                    get(
+                        f"bustouts/{vertical}?{q}&days={days}&gap_threshold={gap}{extra}",
+                        oracle.bustouts(vertical, as_of, days, gap, shows),
+                        store.bustouts(vertical, as_of, days, gap, shows)
+                        .model_dump_json()
+                        .encode(),
+                    )
+                for days in (30, 100_000):
+                    get(
+                        f"debut-songs/{vertical}?{q}&days={days}",
+                        oracle.debuts(vertical, as_of, days),
+                        store.debuts(vertical, as_of, days).model_dump_json().encode(),
+                    )
+
+
+def test_openapi_still_documents_every_setlist_answer(backend: Backend) -> None:
+    conns = Connections(
+        Settings(key_prefix=backend.prefix, today=dt.date(2024, 1, 1)), backend.client, backend.raw
+    )
+    paths = create_app(conns).openapi()["paths"]
+    expected = {
+        "/analytics/gaps/{vertical}": "GapRow",
+        "/analytics/velocity/{vertical}": "VelocityRow",
+        "/analytics/trends/{vertical}": "Trends",
+        "/analytics/stats/{vertical}": "VerticalStats",
+        "/analytics/bustouts/{vertical}": "Bustouts",
+        "/analytics/debut-songs/{vertical}": "Debuts",
+        "/analytics/songs/{vertical}/{song}": "SongFigures",
+    }
+    for path, model in expected.items():
+        schema = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert json.dumps(schema).endswith(f'"#/components/schemas/{model}"}}') or (
+            f"#/components/schemas/{model}" in json.dumps(schema)
+        ), path
