@@ -1,0 +1,95 @@
+"""Redis CPU of the setlist apply script: a git revision against the working tree.
+
+    python bench/apply_ab.py [REV] [--rounds N]
+
+Applies the real Grateful Dead events (35,425) in calls of 1,000, as a worker does,
+with ``stats/setlist_apply.lua`` as of REV (default HEAD) and as it is in the working
+tree, taking turns round after round on a private ``redis-server``. Prints the CPU
+time of Redis' main thread per event (``INFO cpu``, which other processes' load
+inflates far less than wall time) for each, and whether the two leave identical
+state (every key compared with ``DUMP``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis
+
+from bench import data
+from bench.procs import PrivateRedis
+from events.schemas import parse_event
+from events.wire import record_of
+from stats import keys
+from stats.setlists import EVENTS_PER_CALL
+
+SCRIPT = "stats/setlist_apply.lua"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def redis_cpu(client: Any) -> float:
+    """Seconds of CPU Redis' main thread has used."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("rev", nargs="?", default="HEAD")
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args(argv)
+    sources = {
+        args.rev: subprocess.run(
+            ["git", "show", f"{args.rev}:{SCRIPT}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout,
+        "working tree": (ROOT / SCRIPT).read_text(encoding="utf-8"),
+    }
+    plays = list(data.scaled_plays(data.load_plays(), 1))
+    today = data.last_date(plays).isoformat()
+    records = [record_of(parse_event(data.event_dict(p))) for p in plays]
+    server = PrivateRedis()
+    try:
+        client = redis.Redis.from_url(server.url)
+        scripts = {name: client.register_script(src) for name, src in sources.items()}
+        cpu: dict[str, list[float]] = {name: [] for name in sources}
+        states: dict[str, dict[bytes, bytes]] = {}
+        for rnd in range(args.rounds):
+            for i, (name, apply_script) in enumerate(scripts.items()):
+                prefix = f"ab{i}r{rnd}"
+                vkeys = list(keys.vertical_keys(prefix, data.VERTICAL))
+                before = redis_cpu(client)
+                for start in range(0, len(records), EVENTS_PER_CALL):
+                    argv_: list[str] = [today, str(keys.BUSTOUT_INDEX_DAYS)]
+                    for r in records[start : start + EVENTS_PER_CALL]:
+                        argv_ += (r[0], r[2], r[3], r[4], r[5], r[6], r[7])
+                    apply_script(keys=vkeys, args=argv_)
+                cpu[name].append((redis_cpu(client) - before) / len(records) * 1e6)
+                found = list(client.scan_iter(f"{prefix}:*"))
+                if rnd == 0:
+                    states[name] = {k.replace(prefix.encode(), b"P"): client.dump(k) for k in found}
+                if found:
+                    client.delete(*found)
+        for name, figures in cpu.items():
+            shown = ", ".join(f"{f:.1f}" for f in figures)
+            print(f"{name:>14}: {statistics.median(figures):5.1f} us/event ({shown})")
+        a, b = states.values()
+        print(f"identical state: {a == b} ({len(a)} keys)")
+        return 0 if a == b else 1
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
