@@ -42,6 +42,7 @@ from bench.procs import Children, PrivateRedis, delete_pattern, start_api, start
 from bench.table import Table, ms, rate, times
 from stats.setlists import SetlistStore
 from stats.settings import Settings
+from worker.cli import tune_gc
 from worker.eventlog import EventLog
 
 DEFAULT_REDIS_URL = os.environ.get("STATSWORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -522,6 +523,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; the table goes to stdout, progress to stderr."""
     args = parse_args(argv)
+    tune_gc()  # the publisher runs in this process: tune it as the statsworker command does
     # A stopped run still removes its keys, queue and schema (see ``owned``).
     signal.signal(signal.SIGTERM, _interrupted)
     plan = QUICK if args.quick else FULL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -161,8 +162,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between collections of the youngest generation (Python's default: 700).
+
+Publishing and applying allocate a few objects per event field and keep a batch of
+them alive, so at the default the collector keeps walking the batch: a tenth of a
+publisher's CPU (GD events with the SQLite log: 70 -> 64 us an event, one run of
+three each). Cyclic garbage is still collected, only later; the older generations
+keep their defaults."""
+
+
+def tune_gc() -> None:
+    """Collect the youngest generation every :data:`GC_YOUNG_THRESHOLD` allocations."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``statsworker`` console script."""
+    tune_gc()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
