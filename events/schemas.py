@@ -55,6 +55,15 @@ class _Event(BaseModel):
         """Sortable ``(occurred_at, event_id)``: the greater version wins."""
         return version_of(self.occurred_at, self.event_id)
 
+    def logged_body(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """``raw``, the JSON object this event was validated from, as the event log keeps
+        it: equal to :meth:`to_json_dict` but for how ``occurred_at`` is written (a test
+        holds it to that), at a fraction of the cost of dumping the event again.
+        Readers of the log's bodies in SQL (``statsworker verify``) rely on it."""
+        if None in raw.values():
+            return {key: value for key, value in raw.items() if value is not None}
+        return raw
+
     def to_json_dict(self) -> dict[str, Any]:
         """The event as plain JSON data, as the log stores it.
 
@@ -164,6 +173,13 @@ class VideoPosted(_Metrics):
     watched_full_video_percentage: (
         Annotated[StrictInt | StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)] | None
     ) = None
+
+    def logged_body(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """As :meth:`_Event.logged_body`, with the hashtags as validation normalized them."""
+        body = super().logged_body(raw)
+        if self.hashtags is not None and body.get("hashtags") != self.hashtags:
+            body = {**body, "hashtags": list(self.hashtags)}
+        return body
 
 
 class VideoMetricsUpdated(_Metrics):

@@ -215,11 +215,26 @@ def test_processes_opening_a_new_sqlite_log_together_all_get_it(tmp_path: Path) 
         assert migrations.current_revision(make_engine(url)) == migrations.head_revision()
 
 
+def as_a_source_writes_it(event: Any) -> dict[str, Any]:
+    """The event as JSON that validates to it without being its canonical dump: hashtags
+    with ``#``, in capitals and repeated, an offset of ``+00:00``, optional fields null."""
+    obj = {**event.to_json_dict(), "occurred_at": event.occurred_at.isoformat()}
+    if obj["type"] == "video.posted":
+        obj.setdefault("hook", None)
+        tags = obj.get("hashtags") or []
+        obj["hashtags"] = [f"#{t.upper()}" if t.isascii() else f"#{t}" for t in tags] + tags
+    elif obj["type"] == "performance.recorded":
+        obj.setdefault("venue", None)
+    assert parse_event(obj) == event
+    return obj
+
+
 def test_every_publish_path_logs_the_events_it_queues(
     backend: Backend, log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conns = make_conns(backend, log_url)
     events = random_stream(seed=5, performances=40, videos=6)
+    assert any(getattr(e, "hashtags", None) for e in events)
     third = len(events) // 3
     publisher = publishing.make_publisher(conns)
     assert isinstance(publisher.sink, EventLog)
@@ -227,12 +242,13 @@ def test_every_publish_path_logs_the_events_it_queues(
     publisher.publish(events[:third])
 
     client = TestClient(create_app(conns))
-    body = [e.to_json_dict() for e in events[third : 2 * third]]
+    body = [as_a_source_writes_it(e) for e in events[third : 2 * third]]
     answer = client.post("/events", json=body)
     assert answer.status_code == 202, answer.text
 
     lines = tmp_path / "events.jsonl"
-    lines.write_text("\n".join(json.dumps(e.to_json_dict()) for e in events[2 * third :]) + "\n")
+    sent = (json.dumps(as_a_source_writes_it(e)) for e in events[2 * third :])
+    lines.write_text("\n".join(sent) + "\n")
     with as_current(conns, monkeypatch):
         assert cli.main(["publish", str(lines)]) == 0
 

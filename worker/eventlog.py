@@ -153,8 +153,8 @@ class EventLog:
 
         Args:
             events: validated events.
-            bodies: the same events as the JSON objects they arrived in, stored as
-                they are; by default each event's ``to_json_dict``.
+            bodies: the same events as the JSON objects they arrived in, stored
+                as ``Event.logged_body`` has them; by default each ``to_json_dict``.
             enqueued: events stored earlier that have reached the queue since, marked
                 so in the same transaction (see :meth:`mark_enqueued`): one commit,
                 and so one disk flush, per batch instead of two.
@@ -167,6 +167,8 @@ class EventLog:
             now = sqlite_time(now)
         if bodies is None:
             bodies = [event.to_json_dict() for event in events]
+        else:
+            bodies = [event.logged_body(body) for event, body in zip(events, bodies, strict=True)]
         rows = [
             driver_row(event, body, now, sqlite_times)
             for event, body in zip(events, bodies, strict=True)
