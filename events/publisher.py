@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +27,9 @@ JOB_RETRY = Retry(max=3, interval=[2, 10, 30])
 
 JOB_TIMEOUT = 120
 """Seconds one batch may take before the worker gives it up (it is then retried)."""
+
+MARK_DELAY_SECONDS = 1.0
+"""Longest a queued batch waits for the next batch's log write to be marked queued in it."""
 
 FAILURE_TTL = 30 * 24 * 3600
 """Failed batches stay in the failed registry for 30 days, for ``statsworker failed``."""
@@ -86,27 +90,39 @@ class Publisher:
         """Queue ``(event, body)`` pairs in batches; a body is the event's JSON object or None.
 
         A batch is logged, then queued; it is marked queued in the log along with the
-        next batch's write, or at the end. Whatever happens, every batch that reached
+        next batch's write, or on its own at the end or once it waited
+        :data:`MARK_DELAY_SECONDS` for the next. Whatever happens, every batch that reached
         the queue is marked before this returns or raises; one left unmarked by a
         crash is queued again by the workers' sweep, which is harmless.
         """
         batch: list[Event] = []
         bodies: list[Any] = []
         queued: list[Event] = []
+        mark_by = 0.0
         try:
             for event, body in pairs:
+                if queued and time.monotonic() > mark_by:
+                    # The events come slowly (a trickling stdin): mark now rather than
+                    # leave the batch for the workers' sweep to queue again.
+                    self._mark(queued)
                 batch.append(event)
                 bodies.append(body)
                 if len(batch) >= self.batch_size:
                     self._flush(batch, bodies, queued, report)
                     queued, batch, bodies = batch, [], []
+                    mark_by = time.monotonic() + MARK_DELAY_SECONDS
             if batch:
                 self._flush(batch, bodies, queued, report)
                 queued = batch
         finally:
-            if queued and self.sink is not None:
-                self.sink.mark_enqueued(queued)
+            self._mark(queued)
         return report
+
+    def _mark(self, queued: list[Event]) -> None:
+        """Mark ``queued`` in the log (when there is one) and empty it."""
+        if queued and self.sink is not None:
+            self.sink.mark_enqueued(queued)
+        queued.clear()
 
     def publish_lines(
         self, lines: Iterable[str | bytes], progress: Callable[[int], None] | None = None

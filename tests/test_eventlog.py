@@ -22,6 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
+from events import publisher as publisher_module
 from events.publisher import Publisher
 from events.schemas import parse_event
 from tests.conftest import Backend
@@ -357,6 +358,38 @@ def test_every_queued_batch_is_marked_and_no_other(log_url: str, good: int) -> N
     logged = {e.event_id for e in events[: 10 * min(good + 1, 5)]}
     assert set(rows) == logged
     assert {event_id for event_id, marked in rows.items() if marked} == queued
+    log.dispose()
+
+
+def test_a_slow_stream_has_its_queued_batch_marked_without_waiting_for_the_next(
+    log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a batch waited MARK_DELAY_SECONDS, the next event that comes marks it."""
+    events = random_stream(seed=13, performances=20, videos=0)[:12]
+    log = EventLog(log_url)
+    clock = [100.0]
+    monkeypatch.setattr("events.publisher.time.monotonic", lambda: clock[0])
+    seen: dict[int, set[str]] = {}
+
+    def marked() -> set[str]:
+        return {str(row["event_id"]) for row in _rows(log_url) if row["enqueued"]}
+
+    def slow() -> Iterator[Any]:
+        for i, event in enumerate(events):
+            seen[i] = marked()
+            if i == 7:
+                clock[0] += 0.5  # quick: the first batch still waits for the second's write
+            if i == 9:
+                clock[0] += publisher_module.MARK_DELAY_SECONDS + 0.5  # slow from here on
+            yield event
+
+    Publisher(_QueueThatFails(10), batch_size=4, sink=log).publish(slow())  # type: ignore[arg-type]
+    ids = [e.event_id for e in events]
+    assert seen[5] == set()  # batch 1 queued, not yet marked
+    assert seen[8] == set(ids[:4])  # marked with batch 2's write
+    assert seen[9] == set(ids[:4])  # batch 2 queued, waiting
+    assert seen[10] == set(ids[:8])  # event 9 came late: batch 2 marked on its own
+    assert marked() == set(ids)
     log.dispose()
 
 
