@@ -1,4 +1,4 @@
-"""The queued job: apply one batch of events to the state."""
+"""The queued jobs: apply one batch of wire records, or of raw events, to the state."""
 
 from __future__ import annotations
 
@@ -10,15 +10,7 @@ from typing import Any
 from rq import get_current_job
 
 from events import wire
-from events.schemas import (
-    EventError,
-    PerformanceRecorded,
-    PerformanceRetracted,
-    VideoDeleted,
-    VideoMetricsUpdated,
-    VideoPosted,
-    parse_event,
-)
+from events.schemas import EventError, parse_event
 from events.wire import Record
 from worker import context
 from worker.metrics import record_apply
@@ -40,36 +32,16 @@ def apply_batch(events: list[Any]) -> dict[str, int]:
         PoisonBatchError: when any event of the batch is invalid.
     """
     started = time.perf_counter()
-    conns = context.get()
-    performances: list[PerformanceRecorded | PerformanceRetracted] = []
-    videos: list[VideoPosted | VideoMetricsUpdated | VideoDeleted] = []
-    errors: list[str] = []
     if not isinstance(events, list):
         events = [events]
+    records: list[Record] = []
+    errors: list[str] = []
     for index, raw in enumerate(events):
         try:
-            event = parse_event(raw, None)
+            records.append(wire.record_of(parse_event(raw, None)))
         except EventError as exc:
             errors.append(f"event {index}: {exc}")
-            continue
-        if isinstance(event, PerformanceRecorded | PerformanceRetracted):
-            performances.append(event)
-        else:
-            videos.append(event)
-    today = conns.settings.current_date()
-    setlist_result = conns.setlists.apply(performances, today)
-    video_result = conns.videos.apply(videos)
-    applied = setlist_result.applied + video_result.applied
-    stale = setlist_result.stale + video_result.stale
-    record_apply(
-        conns.state,
-        conns.settings.key_prefix,
-        Counter(event.type for event in [*performances, *videos]),
-        rejected=len(errors),
-        seconds=time.perf_counter() - started,
-    )
-    _report(len(events), applied, stale, errors)
-    return {"applied": applied, "stale": stale, "rejected": 0}
+    return _apply(records, errors, len(events), started)
 
 
 def apply_records(records: list[Any]) -> dict[str, int]:
@@ -82,37 +54,35 @@ def apply_records(records: list[Any]) -> dict[str, int]:
         PoisonBatchError: when any record of the batch is malformed.
     """
     started = time.perf_counter()
-    conns = context.get()
-    setlists: list[Record] = []
-    videos: list[Record] = []
-    errors: list[str] = []
     if not isinstance(records, list):
         records = [records]
+    good: list[Record] = []
+    errors: list[str] = []
     for index, record in enumerate(records):
         reason = wire.problem(record)
-        if reason is not None:
-            errors.append(f"record {index}: {reason}")
-        elif record[0] in wire.SETLIST_OPS:
-            setlists.append(record)
+        if reason is None:
+            good.append(record)
         else:
-            videos.append(record)
+            errors.append(f"record {index}: {reason}")
+    return _apply(good, errors, len(records), started)
+
+
+def _apply(records: list[Record], errors: list[str], size: int, started: float) -> dict[str, int]:
+    """Apply well-formed records, count them, and raise with ``errors`` when there are any."""
+    conns = context.get()
+    setlists = [r for r in records if r[0] in wire.SETLIST_OPS]
+    videos = [r for r in records if r[0] not in wire.SETLIST_OPS]
     setlist_result = conns.setlists.apply_records(setlists, conns.settings.current_date())
     video_result = conns.videos.apply_records(videos)
     record_apply(
         conns.state,
         conns.settings.key_prefix,
-        Counter(wire.TYPE_OF[r[0]] for r in [*setlists, *videos]),
+        Counter(wire.TYPE_OF[r[0]] for r in records),
         rejected=len(errors),
         seconds=time.perf_counter() - started,
     )
     applied = setlist_result.applied + video_result.applied
     stale = setlist_result.stale + video_result.stale
-    _report(len(records), applied, stale, errors)
-    return {"applied": applied, "stale": stale, "rejected": 0}
-
-
-def _report(size: int, applied: int, stale: int, errors: list[str]) -> None:
-    """Log a batch; raise with the reasons when some of it was invalid (never retried)."""
     log.debug("batch of %d: %d applied, %d stale, %d rejected", size, applied, stale, len(errors))
     if errors:
         job = get_current_job()
@@ -121,3 +91,4 @@ def _report(size: int, applied: int, stale: int, errors: list[str]) -> None:
         shown = "; ".join(errors[:20])
         more = f"; and {len(errors) - 20} more" if len(errors) > 20 else ""
         raise PoisonBatchError(f"{len(errors)} invalid event(s) in batch: {shown}{more}")
+    return {"applied": applied, "stale": stale, "rejected": 0}
