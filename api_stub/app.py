@@ -89,10 +89,12 @@ def create_app(conns: Connections) -> FastAPI:
             raise HTTPException(422, detail=f"body is not valid JSON: {exc}") from None
         items = payload if isinstance(payload, list) else [payload]
         events: list[Event] = []
+        bodies: list[Any] = []
         rejected: list[Rejection] = []
         for index, obj in enumerate(items):
             try:
                 events.append(parse_event(obj, None))
+                bodies.append(obj)
             except EventError as exc:
                 event_id = obj.get("event_id") if isinstance(obj, dict) else None
                 rejected.append(
@@ -104,7 +106,7 @@ def create_app(conns: Connections) -> FastAPI:
                 )
         publisher = make_publisher(conns)
         if events:
-            await run_in_threadpool(publisher.publish, events)
+            await run_in_threadpool(publisher.publish_validated, zip(events, bodies, strict=True))
         if rejected and publisher.on_rejected is not None:
             await run_in_threadpool(publisher.on_rejected, len(rejected))
         answer = IngestAnswer(

@@ -84,10 +84,13 @@ class Publisher:
         self, events: Iterable[Event], report: PublishReport | None = None
     ) -> PublishReport:
         """Queue valid events in batches of ``batch_size``."""
-        return self._publish(((event, None) for event in events), report or PublishReport())
+        return self.publish_validated(((event, None) for event in events), report)
 
-    def _publish(self, pairs: Iterable[tuple[Event, Any]], report: PublishReport) -> PublishReport:
-        """Queue ``(event, body)`` pairs in batches; a body is the event's JSON object or None.
+    def publish_validated(
+        self, pairs: Iterable[tuple[Event, Any]], report: PublishReport | None = None
+    ) -> PublishReport:
+        """Queue ``(event, body)`` pairs in batches: ``body`` is the JSON object the event
+        was validated from (the log stores it instead of dumping the event again), or None.
 
         A batch is logged, then queued; it is marked queued in the log along with the
         next batch's write, or on its own at the end or once it waited
@@ -99,12 +102,14 @@ class Publisher:
         bodies: list[Any] = []
         queued: list[Event] = []
         mark_by = 0.0
+        report = report or PublishReport()
         try:
             for event, body in pairs:
                 if queued and time.monotonic() > mark_by:
                     # The events come slowly (a trickling stdin): mark now rather than
                     # leave the batch for the workers' sweep to queue again.
                     self._mark(queued)
+                    queued = []
                 batch.append(event)
                 bodies.append(body)
                 if len(batch) >= self.batch_size:
@@ -118,11 +123,10 @@ class Publisher:
             self._mark(queued)
         return report
 
-    def _mark(self, queued: list[Event]) -> None:
-        """Mark ``queued`` in the log (when there is one) and empty it."""
+    def _mark(self, queued: Sequence[Event]) -> None:
+        """Mark ``queued`` in the log, when there is one (marking twice is harmless)."""
         if queued and self.sink is not None:
             self.sink.mark_enqueued(queued)
-        queued.clear()
 
     def publish_lines(
         self, lines: Iterable[str | bytes], progress: Callable[[int], None] | None = None
@@ -142,20 +146,24 @@ class Publisher:
                 except EventError as exc:
                     report.rejected.append(exc)
 
-        self._publish(valid(), report)
+        self.publish_validated(valid(), report)
         self._count_rejected(report)
         return report
 
     def publish_objects(self, objects: Sequence[Any]) -> PublishReport:
-        """Publish decoded JSON objects (``POST /events``); rejections name the event."""
+        """Validate and publish decoded JSON objects, as ``POST /events`` does; rejections name
+        the event (by its event_id, else by its place)."""
         report = PublishReport()
         pairs: list[tuple[Event, Any]] = []
         for index, obj in enumerate(objects):
             try:
-                pairs.append((parse_event(obj, None if _has_id(obj) else f"event {index}"), obj))
+                pairs.append((parse_event(obj), obj))
             except EventError as exc:
-                report.rejected.append(exc)
-        self._publish(pairs, report)
+                # Named by its event_id when it has a usable one, else by its place.
+                report.rejected.append(
+                    exc if _has_id(obj) else EventError(f"event {index}", exc.reason)
+                )
+        self.publish_validated(pairs, report)
         self._count_rejected(report)
         return report
 
@@ -167,15 +175,14 @@ class Publisher:
         self,
         batch: Sequence[Event],
         bodies: Sequence[Any],
-        queued: list[Event],
+        queued: Sequence[Event],
         report: PublishReport,
     ) -> None:
-        """Log ``batch`` (marking ``queued``, the batch before it, in the same write), then
-        queue it. ``queued`` is emptied once marked."""
+        """Log ``batch``, marking ``queued`` (the batch before it) in the same write; then
+        queue it."""
         if self.sink is not None:
             known = bodies if all(body is not None for body in bodies) else None
             self.sink.append(batch, known, enqueued=queued)
-        queued.clear()
         self.queue.enqueue_many(
             [
                 Queue.prepare_data(
