@@ -36,7 +36,7 @@ from tests.log_support import (
 )
 from worker import cli, eventlog, migrations, publishing
 from worker.eventlog import EventLog, SchemaNotReady, event_log, make_engine
-from worker.log_table import row_of
+from worker.log_table import COLUMNS, driver_row
 from worker.runner import failed_jobs, run_worker
 from worker.verify import verify
 
@@ -76,6 +76,14 @@ def _rows(url: str) -> list[dict[str, object]]:
         engine.dispose()
 
 
+def legacy_row(event: Any, now: dt.datetime) -> dict[str, Any]:
+    """The row of ``event`` in the log's first schema (no ``fields``), for a Core insert."""
+    row = dict(zip(COLUMNS, driver_row(event, None, now, sqlite_times=False), strict=True))
+    del row["fields"]
+    row["body"] = event.to_json_dict()
+    return row
+
+
 def test_migrate_command_builds_the_schema_the_models_describe(
     empty_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,10 +107,7 @@ def test_migrate_command_builds_the_schema_the_models_describe(
         with engine.begin() as conn:
             conn.execute(
                 old.insert(),
-                [
-                    {k: v for k, v in row_of(e, eventlog.utcnow()).items() if k != "fields"}
-                    for e in events
-                ],
+                [legacy_row(e, eventlog.utcnow()) for e in events],
             )
         assert cli.main(["migrate"]) == 0
         assert {r["event_id"]: r["fields"] for r in _rows(empty_db)} == {

@@ -144,21 +144,3 @@ def driver_row(event: Event, body: Any, now: Any, sqlite_times: bool) -> tuple[A
         False,
         setlist_fields(event),
     )
-
-
-def row_of(event: Event, now: dt.datetime) -> dict[str, Any]:
-    """The row that stores ``event``, logged at ``now``."""
-    vertical, creator, entity_id = _scope(event)
-    return {
-        "fields": setlist_fields(event),
-        "event_id": event.event_id,
-        "type": event.type,
-        "vertical": vertical,
-        "creator": creator,
-        "entity_id": entity_id,
-        "occurred_at": event.occurred_at.astimezone(dt.UTC),
-        "version": event.version,
-        "body": event.to_json_dict(),
-        "logged_at": now,
-        "enqueued": False,
-    }
