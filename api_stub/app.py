@@ -16,6 +16,7 @@ from api_stub import setlist_routes, video_routes
 from api_stub.deps import connections
 from api_stub.metrics import render_metrics
 from events.schemas import Event, EventError, parse_event
+from stats.setlists import StateNeedsRebuild
 from worker.connections import Connections
 from worker.publishing import event_log, make_publisher
 
@@ -64,6 +65,11 @@ def create_app(conns: Connections) -> FastAPI:
     app.state.conns = conns
     app.include_router(setlist_routes.router)
     app.include_router(video_routes.router)
+
+    @app.exception_handler(StateNeedsRebuild)
+    async def state_needs_rebuild(_request: Request, exc: StateNeedsRebuild) -> JSONResponse:
+        """State an earlier version wrote is not read: say what fixes it."""
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.post("/events", response_model=IngestAnswer, status_code=202)
     async def post_events(

@@ -15,12 +15,14 @@ perf        hash   performance_id -> winning event: ``version``, then ``R`` (pre
                    with song, show_id, show_date, song_title; or ``X`` (retracted).
                    Fields are separated by the byte 0x1F. ``version`` is the UTC
                    nanosecond timestamp (21 digits) + ``|`` + event_id.
-plays       zset   performance_id scored by its show date (present performances only)
+showplays   hash   ``date\\0show_id`` -> the show's present performances, each written
+                   ``song\\0performance_id``, sorted bytewise and joined by 0x1F
 songplays   zset   ``song\\0date\\0performance_id``, all scores 0: lexical order is
                    (song, date, performance_id), so one song's plays are one range
 shows       zset   ``date\\0show_id`` scored by show date: shows with >= 1 performance
 showperfs   hash   ``date\\0show_id`` -> number of present performances
-months      hash   ``p:YYYY-MM`` -> performances, ``s:YYYY-MM`` -> shows in that month
+months      hash   ``p:YYYY-MM`` -> performances, ``s:YYYY-MM`` -> shows in that month,
+                   ``y:YYYY`` -> performances in that year
 songs       hash   song -> ``total_plays 0x1F song_title`` over all present plays
 bylast      zset   song scored by the date of its last play
 byfirst     zset   song scored by the date of its first play (debut)
@@ -28,7 +30,9 @@ win         hash   song -> ``p30 0x1F p90 0x1F p365``: plays in the 30/90/365 da
                    ending on the date stored in ``meta``/``today``
 vel         zset   song scored by ``-(3*p30 + 2*p90 + p365)`` for songs played on or
                    before ``today``; ascending order is the velocity ranking
-meta        hash   ``today`` -> the date (YYYY-MM-DD) windowed counters are kept for
+meta        hash   ``today`` -> the date (YYYY-MM-DD) windowed counters are kept for;
+                   ``plays`` -> present performances (absent when there are none);
+                   ``layout`` -> :data:`SETLIST_LAYOUT`, the layout the keys are in
 bust        zset   performance_id scored by its show date, for the plays whose
                    previous play of the same song lies at least 180 days earlier
                    (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
@@ -67,11 +71,20 @@ BUSTOUT_INDEX_DAYS = 180
 with a smaller ``gap_threshold`` scans the window's plays instead."""
 
 
+SETLIST_LAYOUT = "2"
+"""The layout of a vertical's keys, kept in ``meta``/``layout`` (the scripts hold the same
+value). The scripts refuse state in another layout; ``statsworker rebuild`` rewrites it.
+Layout 1 (no ``layout`` field) kept a ``plays`` sorted set where ``showplays`` is now."""
+
+RETIRED_VERTICAL_KEYS = ("plays",)
+"""Keys of earlier layouts, deleted by a rebuild of the vertical."""
+
+
 class VerticalKeys(NamedTuple):
     """The keys of one vertical, in the order the setlist scripts take them as KEYS."""
 
     perf: str
-    plays: str
+    showplays: str
     songplays: str
     shows: str
     showperfs: str
@@ -101,6 +114,12 @@ def vertical_keys(prefix: str, vertical: str) -> VerticalKeys:
     """Keys of ``vertical`` under ``prefix``; all share the ``{v:<vertical>}`` hash tag."""
     base = f"{prefix}:{{v:{vertical}}}:"
     return VerticalKeys(*(base + name for name in VerticalKeys._fields))
+
+
+def retired_vertical_keys(prefix: str, vertical: str) -> tuple[str, ...]:
+    """Keys of ``vertical`` that earlier layouts kept and the current one does not."""
+    base = f"{prefix}:{{v:{vertical}}}:"
+    return tuple(base + name for name in RETIRED_VERTICAL_KEYS)
 
 
 def creator_keys(prefix: str, creator: str) -> CreatorKeys:

@@ -1,5 +1,5 @@
 -- Applies a batch of performance events of one vertical, atomically.
--- KEYS[1..13] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
+-- KEYS[1..13] = perf, showplays, songplays, shows, showperfs, months, songs, bylast,
 --               byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys, same order)
 -- ARGV[1]     = today: the date (YYYY-MM-DD) the caller's clock reads; ARGV[2] = the gap (days)
 --               from which a play is indexed in `bust` (stats/keys.py: BUSTOUT_INDEX_DAYS)
@@ -13,7 +13,7 @@
 -- Every read happens before the writes it decides, and no write can fail on valid
 -- input, so an error never leaves half an event behind.
 
-local K_PERF, K_PLAYS, K_SONGPLAYS, K_SHOWS, K_SHOWPERFS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local K_PERF, K_SHOWPLAYS, K_SONGPLAYS, K_SHOWS, K_SHOWPERFS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_SONGS, K_BYLAST, K_BYFIRST, K_WIN, K_VEL, K_META = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local K_BUST = KEYS[13]
 local BUST_DAYS = tonumber(ARGV[2])
@@ -114,16 +114,63 @@ local now = day_of(ARGV[1])
 local stored = redis.call('HGET', K_META, 'today')
 local today = stored and day_of(stored) or nil
 
-local function song_of(pid)
-  local rec = redis.call('HGET', K_PERF, pid)
-  return split(rec)[3]
+-- State kept in another layout is not extended: `statsworker rebuild` rewrites it.
+local LAYOUT = '2'  -- stats/keys.py: SETLIST_LAYOUT
+local layout = redis.call('HGET', K_META, 'layout')
+if layout ~= LAYOUT and (stored or redis.call('EXISTS', K_PERF) == 1) then
+  return redis.error_reply('STATELAYOUT ' .. (layout or '1') .. ' ' .. LAYOUT)
+end
+
+-- The plays of a show ('date\0show_id'): 'song\0performance_id' entries in byte order,
+-- read once per call and kept sorted by binary insertion (O(log m) comparisons a change
+-- for a show of m plays); `dirty` shows are written back at the end of the call.
+local show_lists, dirty = {}, {}
+
+local function show_list(show)
+  local list = show_lists[show]
+  if list == nil then
+    list = {}
+    local stored = redis.call('HGET', K_SHOWPLAYS, show)
+    if stored then
+      for entry in string.gmatch(stored, '[^\31]+') do list[#list + 1] = entry end
+    end
+    show_lists[show] = list
+  end
+  return list
+end
+
+-- The first index of `list` whose entry is not less than `entry`.
+local function lower_bound(list, entry)
+  local lo, hi = 1, #list + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if less(list[mid], entry) then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+local function show_add(show, entry)
+  local list = show_list(show)
+  local at = lower_bound(list, entry)
+  if list[at] ~= entry then table.insert(list, at, entry) end
+  dirty[show] = true
+end
+
+local function show_remove(show, entry)
+  local list = show_list(show)
+  local at = lower_bound(list, entry)
+  if list[at] == entry then table.remove(list, at) end
+  dirty[show] = true
 end
 
 local function count_range(lo, hi, i, by)
-  -- plays with lo < day <= hi move window i by `by`
+  -- plays with lo < day <= hi move window i by `by`: the dates come from `shows`
   if hi <= lo then return end
-  local pids = redis.call('ZRANGEBYSCORE', K_PLAYS, '(' .. ymd_of_day(lo), ymd_of_day(hi))
-  for _, pid in ipairs(pids) do bump(song_of(pid), i, by) end
+  for _, show in ipairs(redis.call('ZRANGEBYSCORE', K_SHOWS, '(' .. ymd_of_day(lo), ymd_of_day(hi))) do
+    for _, entry in ipairs(show_list(show)) do
+      bump(string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1), i, by)
+    end
+  end
 end
 
 if today == nil or now - today >= 365 then
@@ -134,7 +181,7 @@ if today == nil or now - today >= 365 then
   end
   for i, w in ipairs(WINDOWS) do count_range(now - w, now, i, 1) end
   today = now
-  redis.call('HSET', K_META, 'today', ARGV[1])
+  redis.call('HSET', K_META, 'today', ARGV[1], 'layout', LAYOUT)
 elseif now > today then
   -- Roll forward: plays leaving each window go out, plays reaching today come in.
   for i, w in ipairs(WINDOWS) do
@@ -167,9 +214,10 @@ local function next_play(song, member)
   return redis.call('ZRANGEBYLEX', K_SONGPLAYS, '(' .. member, '(' .. song .. '\1', 'LIMIT', 0, 1)[1]
 end
 
--- Show and month counters only change at the end of the call, once per show and
--- month: nothing in between reads them.
+-- Show, month and year counters, and the dates' play lists, only change at the end of
+-- the call, once each: nothing in between reads them from Redis.
 local show_delta, show_score, month_delta = {}, {}, {}
+local total_delta = 0
 
 local function count_show(date, show_id, by)
   local show = date .. '\0' .. show_id
@@ -177,11 +225,14 @@ local function count_show(date, show_id, by)
   show_score[show] = ymd(date)
   local p = 'p:' .. string.sub(date, 1, 7)
   month_delta[p] = (month_delta[p] or 0) + by
+  total_delta = total_delta + by
+  local y = 'y:' .. string.sub(date, 1, 4)
+  month_delta[y] = (month_delta[y] or 0) + by
 end
 
 local function add_play(pid, song, show_id, date)
   local day = day_of(date)
-  redis.call('ZADD', K_PLAYS, ymd(date), pid)
+  show_add(date .. '\0' .. show_id, song .. '\0' .. pid)
   local member = song .. '\0' .. date .. '\0' .. pid
   redis.call('ZADD', K_SONGPLAYS, 0, member)
   -- A play being added is not indexed: its earlier version was removed first.
@@ -197,7 +248,7 @@ end
 
 local function remove_play(pid, song, show_id, date)
   local day = day_of(date)
-  redis.call('ZREM', K_PLAYS, pid)
+  show_remove(date .. '\0' .. show_id, song .. '\0' .. pid)
   local member = song .. '\0' .. date .. '\0' .. pid
   local following = next_play(song, member)
   redis.call('ZREM', K_SONGPLAYS, member)
@@ -229,6 +280,17 @@ local function flush_counters()
   for field, by in pairs(month_delta) do
     if by ~= 0 and redis.call('HINCRBY', K_MONTHS, field, by) <= 0 then
       redis.call('HDEL', K_MONTHS, field)
+    end
+  end
+  if total_delta ~= 0 and redis.call('HINCRBY', K_META, 'plays', total_delta) <= 0 then
+    redis.call('HDEL', K_META, 'plays')
+  end
+  for show in pairs(dirty) do
+    local list = show_lists[show]
+    if #list == 0 then
+      redis.call('HDEL', K_SHOWPLAYS, show)
+    else
+      redis.call('HSET', K_SHOWPLAYS, show, table.concat(list, SEP))
     end
   end
 end

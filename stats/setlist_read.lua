@@ -1,5 +1,5 @@
 -- Answers one setlist read from one consistent view of a vertical's state.
--- KEYS[1..13] = perf, plays, songplays, shows, showperfs, months, songs, bylast,
+-- KEYS[1..13] = perf, showplays, songplays, shows, showperfs, months, songs, bylast,
 --               byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys, same order)
 -- ARGV[1] = read: song | gaps | velocity | trends | stats | bustouts | debuts
 -- ARGV[2] = as_of date (YYYY-MM-DD), ARGV[3] = as_of as a YYYYMMDD number (the score form)
@@ -7,13 +7,17 @@
 -- Returns false when the vertical has no state; otherwise a flat array whose layout
 -- each branch documents. Scores (dates as YYYYMMDD numbers) are returned as numbers.
 
-local K_PERF, K_PLAYS, K_SONGPLAYS, K_SHOWS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6]
+local K_PERF, K_SHOWPLAYS, K_SONGPLAYS, K_SHOWS, K_SHOWPERFS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_SONGS, K_BYLAST, K_BYFIRST, K_WIN, K_VEL, K_META = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local K_BUST = KEYS[13]
 
 local SEP = '\31'
 
 if redis.call('EXISTS', K_PERF) == 0 then return false end
+
+local LAYOUT = '2'  -- stats/keys.py: SETLIST_LAYOUT
+local layout = redis.call('HGET', K_META, 'layout')
+if layout ~= LAYOUT then return redis.error_reply('STATELAYOUT ' .. (layout or '1') .. ' ' .. LAYOUT) end
 
 -- Byte order, whatever collation the server's locale has.
 local function less(a, b)
@@ -24,6 +28,19 @@ local function less(a, b)
     if x ~= y then return x < y end
   end
   return #a < #b
+end
+
+local function split(s)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, SEP, start, true)
+    if not i then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
 end
 
 local function ymd(date)
@@ -70,8 +87,30 @@ end
 -- True when no play is dated after as_of: then every stored total is the total as of
 -- as_of, and bylast/byfirst hold each song's last and first play.
 local function nothing_after()
-  local newest = redis.call('ZRANGE', K_PLAYS, -1, -1, 'WITHSCORES')[2]
+  local newest = redis.call('ZRANGE', K_SHOWS, -1, -1, 'WITHSCORES')[2]  -- a show has >= 1 play
   return newest == nil or tonumber(newest) <= asofday
+end
+
+-- Performances of the shows dated lo <= date <= hi (YYYYMMDD): one month at most.
+local function perfs_between(lo, hi)
+  local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, lo, hi)
+  local n = 0
+  for _, v in ipairs(hmget(K_SHOWPERFS, shows)) do n = n + tonumber(v) end
+  return n
+end
+
+-- Performances dated on or before as_of: whole years and months from `months`, then
+-- the shows of as_of's month (at most 200 + 11 fields and one month of shows).
+local function perfs_upto()
+  local y, m = math.floor(asofday / 10000), math.floor(asofday / 100) % 100
+  local fields = {}
+  for year = 1900, y - 1 do fields[#fields + 1] = 'y:' .. year end
+  for month = 1, m - 1 do fields[#fields + 1] = string.format('p:%04d-%02d', y, month) end
+  local n = 0
+  for _, v in ipairs(hmget(K_MONTHS, fields)) do
+    if v then n = n + tonumber(v) end
+  end
+  return n + perfs_between(y * 10000 + m * 100 + 1, asofday)
 end
 
 -- Plays of `song` dated after `after` (a date, or nil) up to as_of.
@@ -245,8 +284,8 @@ elseif read == 'trends' then
   for i = 1, #fields, 2 do
     -- 's:YYYY-MM' or 'p:YYYY-MM', read as digits (no string is built per field)
     local kind, _, y1, y2, y3, y4, _, m1, m2 = byte(fields[i], 1, 9)
-    local month = y1 * 100000 + y2 * 10000 + y3 * 1000 + y4 * 100 + m1 * 10 + m2 - 5333328
-    if month < current then
+    local month = kind ~= 121 and y1 * 100000 + y2 * 10000 + y3 * 1000 + y4 * 100 + m1 * 10 + m2 - 5333328
+    if month and month < current then  -- 'y:YYYY' fields (kind 121) are years
       local s = sums[month]
       if not s then
         s = {0, 0}
@@ -262,7 +301,7 @@ elseif read == 'trends' then
   end
   local shows_now = redis.call('ZCOUNT', K_SHOWS, from, asofday)
   if shows_now > 0 then
-    sums[current] = {shows_now, redis.call('ZCOUNT', K_PLAYS, from, asofday)}
+    sums[current] = {shows_now, perfs_between(from, asofday)}
     months[#months + 1] = current
   end
   table.sort(months)
@@ -284,7 +323,8 @@ elseif read == 'stats' then
   -- -> {shows, performances, songs played, songs known, first show, last show (YYYYMMDD)}
   local first = redis.call('ZRANGEBYSCORE', K_SHOWS, '-inf', asofday, 'WITHSCORES', 'LIMIT', 0, 1)[2]
   local last = redis.call('ZREVRANGEBYSCORE', K_SHOWS, asofday, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
-  return {redis.call('ZCOUNT', K_SHOWS, '-inf', asofday), redis.call('ZCOUNT', K_PLAYS, '-inf', asofday),
+  local perfs = nothing_after() and tonumber(redis.call('HGET', K_META, 'plays') or 0) or perfs_upto()
+  return {redis.call('ZCOUNT', K_SHOWS, '-inf', asofday), perfs,
           redis.call('ZCOUNT', K_BYFIRST, '-inf', asofday), redis.call('HLEN', K_SONGS),
           first or false, last or false}
 
@@ -295,8 +335,18 @@ elseif read == 'bustouts' then
   -- -> 8 per row: song, title, date, show_id, gap_days, gap_shows, previous date, pid
   local from, gap_min, shows_min = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
   -- Indexed candidates when the threshold allows, else every play of the window.
-  local source = gap_min >= tonumber(ARGV[7]) and K_BUST or K_PLAYS
-  local pids = redis.call('ZRANGEBYSCORE', source, '(' .. from, asofday)
+  local pids
+  if gap_min >= tonumber(ARGV[7]) then
+    pids = redis.call('ZRANGEBYSCORE', K_BUST, '(' .. from, asofday)
+  else
+    pids = {}
+    local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, '(' .. from, asofday)
+    for _, entries in ipairs(hmget(K_SHOWPLAYS, shows)) do
+      for _, entry in ipairs(split(entries)) do
+        pids[#pids + 1] = string.sub(entry, string.find(entry, '\0', 1, true) + 1)
+      end
+    end
+  end
   local recs = hmget(K_PERF, pids)
   local rows, songs, seen = {}, {}, {}
   for i, pid in ipairs(pids) do

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from events.schemas import PerformanceEvent
 from events.wire import Record, record_of
 from stats import keys
@@ -37,6 +39,26 @@ ARGS_PER_EVENT = 7
 
 class UnknownVertical(LookupError):
     """No performance event of this vertical has been applied."""
+
+
+class StateNeedsRebuild(RuntimeError):
+    """A vertical's state is in an earlier layout (``stats.keys.SETLIST_LAYOUT``): the
+    scripts neither read nor extend it until ``statsworker rebuild`` rewrites it."""
+
+    def __init__(self, vertical: str, found: str) -> None:
+        super().__init__(
+            f"the state of vertical {vertical!r} is in layout {found}, this version keeps"
+            f" layout {keys.SETLIST_LAYOUT}: run `statsworker rebuild --vertical {vertical}`"
+        )
+        self.vertical = vertical
+
+
+def _script_error(vertical: str, error: ResponseError) -> Exception:
+    """The error a script's error reply stands for: StateNeedsRebuild for a layout refusal."""
+    words = str(error).split()
+    if words[:1] == ["STATELAYOUT"]:
+        return StateNeedsRebuild(vertical, words[1] if len(words) > 1 else "?")
+    return error
 
 
 @dataclass(frozen=True)
@@ -85,23 +107,31 @@ class SetlistStore:
         pipe = self.client.pipeline(transaction=False)
         head = [today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)]
         step = EVENTS_PER_CALL * ARGS_PER_EVENT
+        calls: list[str] = []  # the vertical of each reply
         for vertical, args in by_vertical.items():
             pipe.sadd(keys.verticals_key(self.prefix), vertical)
+            calls.append(vertical)
             vkeys = list(self.keys(vertical))
             for start in range(0, len(args), step):
                 apply_script(keys=vkeys, args=head + args[start : start + step], client=pipe)
+                calls.append(vertical)
         result = ApplyResult()
-        for reply in pipe.execute():
+        for name, reply in zip(calls, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, ResponseError):
+                raise _script_error(name, reply)
             if isinstance(reply, list):
                 result += ApplyResult(int(reply[0]), int(reply[1]))
         return result
 
     def roll(self, vertical: str, today: dt.date) -> None:
         """Move the windowed counters of ``vertical`` forward to ``today`` (no event applied)."""
-        script(self.client, "setlist_apply")(
-            keys=list(self.keys(vertical)),
-            args=[today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)],
-        )
+        try:
+            script(self.client, "setlist_apply")(
+                keys=list(self.keys(vertical)),
+                args=[today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)],
+            )
+        except ResponseError as exc:
+            raise _script_error(vertical, exc) from None
 
     def verticals(self) -> list[str]:
         """Every vertical with state, sorted."""
@@ -110,10 +140,13 @@ class SetlistStore:
     # -- reads ----------------------------------------------------------------
 
     def _read(self, vertical: str, read: str, as_of: dt.date, *params: Any) -> list[Any]:
-        reply = script(self.client, "setlist_read")(
-            keys=list(self.keys(vertical)),
-            args=[read, as_of.isoformat(), ymd(as_of), *params],
-        )
+        try:
+            reply = script(self.client, "setlist_read")(
+                keys=list(self.keys(vertical)),
+                args=[read, as_of.isoformat(), ymd(as_of), *params],
+            )
+        except ResponseError as exc:
+            raise _script_error(vertical, exc) from None
         if reply is None:
             raise UnknownVertical(vertical)
         return list(reply)

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api_stub.app import create_app
 from events.schemas import Event, PerformanceRecorded, PerformanceRetracted, parse_event
 from stats import keys
-from stats.setlists import SetlistStore
+from stats.setlists import SetlistStore, StateNeedsRebuild
 from tests.conftest import Backend
 from tests.log_support import (
     LOG_DATABASES,
@@ -253,27 +255,30 @@ def test_verify_names_each_figure_that_drifted(backend: Backend, log_url: str) -
     c = backend.client
     k = keys.vertical_keys(conns.settings.key_prefix, "band-a")
     v = keys.creator_keys(conns.settings.key_prefix, "ann")
-    pid, score = c.zrange(k.plays, 0, 0, withscores=True)[0]
-    c.zadd(k.plays, {pid: score + 1})
+    show, entries = sorted(c.hgetall(k.showplays).items())[0]
+    c.hset(k.showplays, show, entries + "\x1fghost\x00p0")
     song, window = next(iter(c.hgetall(k.win).items()))
     c.hset(k.win, song, "99\x1f99\x1f99")
     c.zadd(k.bust, {"ghost": 20240101})
     c.hdel(k.meta, "today")
+    plays = c.hincrby(k.meta, "plays", 1)
     c.sadd(keys.verticals_key(conns.settings.key_prefix), "band-q")
     date = c.zrange(v.days, 0, 0)[0]
     c.hincrby(v.day, f"{date}:rl", 5_000_000)  # 0.5 percent more engagement
     tag, views = c.zrange(v.tagviews, 0, 0, withscores=True)[0]
     c.zadd(v.tagviews, {tag: 5})
     found = {(d.key, d.figure): d for d in verify(conns, log)}
-    assert found[(k.plays, pid)].found == str(int(score + 1))
+    ghost = entries + "\x1fghost\x00p0"
+    assert found[(k.showplays, show)] == Drift(k.showplays, show, entries, ghost)
     assert found[(k.win, song)] == Drift(k.win, song, window, "99\x1f99\x1f99")
     assert found[(k.bust, "ghost")] == Drift(k.bust, "ghost", None, "20240101")
     assert (k.meta, "today") in found
+    assert found[(k.meta, "plays")] == Drift(k.meta, "plays", str(plays - 1), str(plays))
     key = keys.verticals_key(conns.settings.key_prefix)
     assert found[(key, "band-q")] == Drift(key, "band-q", None, "member")
     assert (v.day, f"{date}:engagement_rate_sum") in found
     assert found[(v.tagviews, tag)] == Drift(v.tagviews, tag, str(int(views)), "5")
-    assert len(found) == 7
+    assert len(found) == 8
 
 
 def test_the_log_is_read_ahead_in_order_and_its_errors_reach_the_reader() -> None:
@@ -289,3 +294,44 @@ def test_the_log_is_read_ahead_in_order_and_its_errors_reach_the_reader() -> Non
     early = prefetch(iter([[1], [2], [3]]), depth=1)
     assert next(early) == [1]
     early.close()  # a reader that stops early does not leave the thread behind
+
+
+def test_state_in_an_earlier_layout_is_refused_until_a_rebuild_rewrites_it(
+    backend: Backend,
+    log_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conns = make_conns(backend, log_url)
+    events = random_stream(seed=5, performances=200, videos=0)
+    publish_and_apply(conns, events, seed=5)
+    before = all_answers(conns)
+    c, prefix = backend.client, conns.settings.key_prefix
+    k = keys.vertical_keys(prefix, "band-a")
+    (retired,) = keys.retired_vertical_keys(prefix, "band-a")
+    # What layout 1 left: no layout field, and a `plays` sorted set.
+    c.hdel(k.meta, "layout")
+    c.zadd(retired, {"p-old": 20240101})
+    kept = state_dump(c, (*k, retired))
+
+    with pytest.raises(StateNeedsRebuild, match="statsworker rebuild --vertical band-a"):
+        conns.setlists.stats("band-a", TODAY)
+    late = next(e for e in events if isinstance(e, PerformanceRecorded) and e.vertical == "band-a")
+    moved = late.model_copy(update={"event_id": "late", "show_date": TODAY})
+    with pytest.raises(StateNeedsRebuild):
+        conns.setlists.apply([moved], TODAY)
+    with pytest.raises(StateNeedsRebuild):
+        conns.setlists.roll("band-a", TODAY)
+    assert state_dump(c, (*k, retired)) == kept  # refused means untouched
+    http = TestClient(create_app(conns))
+    route = "/analytics/stats/band-b"  # the other band is fine
+    assert (http.get(route).status_code, http.get(route).json()) == before[route]
+    response = http.get("/analytics/stats/band-a")
+    assert response.status_code == 503
+    assert "statsworker rebuild" in response.json()["detail"]
+
+    with as_current(conns, monkeypatch):
+        assert cli.main(["rebuild", "--vertical", "band-a"]) == 0
+    assert not c.exists(retired)
+    assert c.hget(k.meta, "layout") == keys.SETLIST_LAYOUT
+    assert all_answers(conns) == before
+    assert verify(conns, publishing.event_log(conns)) == []

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from events.schemas import EventError, parse_event
+from stats import keys
 from stats.keys import BUSTOUT_INDEX_DAYS
 from stats.setlists import ApplyResult, SetlistStore, UnknownVertical
 from tests.conftest import Backend
@@ -482,7 +484,12 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
     # version: UTC nanoseconds since 0001-01-01 in 21 digits, "|", event_id.
     assert events[1].version == "063839664000000000000|" + events[1].event_id
     assert c.hget(k + "perf", "p5") == events[4].version + SEP + "X"
-    assert c.zscore(k + "plays", "p2") == d["2024-03-09"]
+    # A date's plays, each 'song\0performance_id', sorted.
+    assert c.hgetall(k + "showplays") == {
+        "2024-01-01\x00s1": "a\x00p1",
+        "2024-03-09\x00s2": "a\x00p2\x1fb\x00p3",
+        "2024-04-01\x00s3": "b\x00p4",
+    }
     assert c.zrange(k + "songplays", 0, -1) == [
         "a\x002024-01-01\x00p1",
         "a\x002024-03-09\x00p2",
@@ -502,6 +509,7 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
         "s:2024-03": "1",
         "p:2024-04": "1",
         "s:2024-04": "1",
+        "y:2024": "4",
     }
     assert c.hget(k + "songs", "a") == "2" + SEP + "Song A!"
     assert c.hget(k + "songs", "b") == "2" + SEP + "b"
@@ -560,3 +568,10 @@ def test_an_accepted_event_can_be_applied(store: SetlistStore, occurred_at: str)
     valid = recorded("p1", "a", "s1", "2024-01-01")
     store.apply([valid, edge], D)  # must not fail the whole batch
     assert store.song(V, "a", D) is not None
+
+
+def test_both_scripts_keep_the_layout_of_stats_keys() -> None:
+    """The scripts refuse state in another layout: theirs must be the one of stats/keys.py."""
+    for name in ("setlist_apply.lua", "setlist_read.lua"):
+        text = (Path(keys.__file__).parent / name).read_text()
+        assert f"local LAYOUT = '{keys.SETLIST_LAYOUT}'" in text, name

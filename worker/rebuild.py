@@ -224,7 +224,14 @@ class Rebuilder:
             )
             rebuild_setlists.write(self.client, rebuild_setlists.commands(won, fresh, today))
             old = keys.vertical_keys(self.replaced, vertical)
-            _switch(self.client, tuple(live), tuple(fresh), tuple(old))
+            # Keys of an earlier layout have no fresh key: they go.
+            retired = keys.retired_vertical_keys(self.prefix, vertical)
+            _switch(
+                self.client,
+                (*live, *retired),
+                (*fresh, *keys.retired_vertical_keys(self.staging, vertical)),
+                (*old, *keys.retired_vertical_keys(self.replaced, vertical)),
+            )
         finally:
             self.client.delete(*fresh)
         self._registry(keys.verticals_key(self.prefix), vertical, bool(won))

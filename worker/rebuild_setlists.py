@@ -116,9 +116,9 @@ def commands(
     if not won:
         return
     dates = _Dates()
-    perf, plays = _Flat("HSET", vkeys.perf), _Flat("ZADD", vkeys.plays)
-    songplays = _Flat("ZADD", vkeys.songplays)
-    perf_args, plays_args, songplays_args = perf.args, plays.args, songplays.args
+    perf, songplays = _Flat("HSET", vkeys.perf), _Flat("ZADD", vkeys.songplays)
+    perf_args, songplays_args = perf.args, songplays.args
+    showplays: dict[str, list[str]] = defaultdict(list)
     showperfs: dict[str, int] = {}
     showperfs_get = showperfs.get
     by_song: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
@@ -133,28 +133,37 @@ def commands(
             else:
                 title = song
                 perf_args += (pid, f"{version}{SEP}R{SEP}{fields}{song}")
-            plays_args += (dates[date][1], pid)
             songplays_args += (0, f"{song}\0{date}\0{pid}")
             show = f"{date}\0{show_id}"
+            showplays[show].append(f"{song}\0{pid}")
             showperfs[show] = showperfs_get(show, 0) + 1
             by_song[song].append((date, pid, title))
         if len(perf_args) >= chunk:  # Redis stores these while the next ones are made
-            for flat in (perf, plays, songplays):
+            for flat in (perf, songplays):
                 yield from flat.take()
-            perf_args, plays_args, songplays_args = perf.args, plays.args, songplays.args
-    for flat in (perf, plays, songplays):
+            perf_args, songplays_args = perf.args, songplays.args
+    for flat in (perf, songplays):
         yield from flat.take()
+    yield from _mapping(
+        "HSET",
+        vkeys.showplays,
+        # str order is UTF-8 byte order: the order the apply script keeps entries in
+        ((show, SEP.join(sorted(entries))) for show, entries in showplays.items()),
+    )
 
     months: dict[str, int] = {}
     for show, n in showperfs.items():
         month = show[:7]
         months["p:" + month] = months.get("p:" + month, 0) + n
         months["s:" + month] = months.get("s:" + month, 0) + 1
+        months["y:" + month[:4]] = months.get("y:" + month[:4], 0) + n
     yield from _mapping("HSET", vkeys.showperfs, ((s, str(n)) for s, n in showperfs.items()))
     yield from _mapping("ZADD", vkeys.shows, ((dates[s[:10]][1], s) for s in showperfs))
     yield from _mapping("HSET", vkeys.months, ((m, str(n)) for m, n in months.items()))
     yield from _songs(by_song, dates, vkeys, day_number(today), bust_days)
-    yield ("HSET", vkeys.meta, "today", today.isoformat())
+    present = sum(showperfs.values())
+    counts = ("plays", present) if present else ()
+    yield ("HSET", vkeys.meta, "today", today.isoformat(), "layout", keys.SETLIST_LAYOUT, *counts)
 
 
 def _songs(

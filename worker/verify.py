@@ -142,18 +142,33 @@ class Verifier:
         )
 
         perf: dict[str, str] = {}
-        plays: dict[str, str] = {}
+        showplays: dict[str, list[str]] = {}
         songplays: dict[str, str] = {}
         for pid, version, kind, song, show_id, date, title in winners:
             if kind == q.RECORDED:
                 perf[pid] = SEP.join((version, "R", song, show_id, date, title))
-                plays[pid] = _ymd(date)
+                showplays.setdefault(f"{date}\0{show_id}", []).append(f"{song}\0{pid}")
                 songplays[f"{song}\0{date}\0{pid}"] = "0"
             else:
                 perf[pid] = version + SEP + "X"
         drifts += compare(k.perf, perf, self._hash(k.perf))
-        drifts += compare(k.plays, plays, self._zset(k.plays))
+        drifts += compare(
+            k.showplays,
+            {show: SEP.join(sorted(entries)) for show, entries in showplays.items()},
+            self._hash(k.showplays),
+        )
         drifts += compare(k.songplays, songplays, self._zset(k.songplays))
+        meta = dict(
+            zip(("plays", "layout"), self.client.hmget(k.meta, "plays", "layout"), strict=True)
+        )
+        drifts += compare(
+            k.meta,
+            {
+                **({"plays": str(len(songplays))} if songplays else {}),
+                **({"layout": keys.SETLIST_LAYOUT} if winners else {}),
+            },
+            {figure: value for figure, value in meta.items() if value is not None},
+        )
 
         shows = self._rows(q.shows_query(d, vertical))
         drifts += compare(
@@ -167,6 +182,8 @@ class Verifier:
         months: dict[str, str] = {}
         for month, perfs, nshows in self._rows(q.months_query(d, vertical)):
             months[f"p:{month}"], months[f"s:{month}"] = str(perfs), str(nshows)
+            year = f"y:{month[:4]}"
+            months[year] = str(int(months.get(year, 0)) + perfs)
         drifts += compare(k.months, months, self._hash(k.months))
 
         songs, bylast, byfirst, win, vel = {}, {}, {}, {}, {}
