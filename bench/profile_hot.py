@@ -120,13 +120,13 @@ def publish_split(raw: Any, events: list[dict[str, Any]]) -> dict[str, float]:
             t0 = time.perf_counter()
             models = [parse_event(e) for e in bodies]
             t1 = time.perf_counter()
-            sink.append(models, bodies)
+            handle = sink.append(models, bodies)
             t2 = time.perf_counter()
             records = [record_of(m) for m in models]
             t3 = time.perf_counter()
             queue.enqueue_many([Queue.prepare_data(APPLY_RECORDS, args=(records,), result_ttl=0)])
             t4 = time.perf_counter()
-            sink.mark_enqueued(models)
+            sink.mark_enqueued(handle)
             t5 = time.perf_counter()
             for key, took in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
                 out[key] += took

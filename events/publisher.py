@@ -42,18 +42,19 @@ class EventSink(Protocol):
         self,
         events: Sequence[Event],
         bodies: Sequence[Any] | None = None,
-        enqueued: Sequence[Event] = (),
-    ) -> None:
-        """Store events durably; storing an event_id twice is harmless.
+        enqueued: Any = None,
+    ) -> Any:
+        """Store events durably as one batch; storing an event_id twice is harmless.
 
         ``bodies``, when given, are the events as the JSON objects they arrived in
         (already validated), stored instead of dumping each event again. ``enqueued``
-        are events stored before that have reached the queue since: they are marked
-        so in the same write (as :meth:`mark_enqueued` would).
+        is what an earlier call returned, for a batch that has reached the queue since:
+        it is marked so in the same write (as :meth:`mark_enqueued` would). Returns
+        the handle of this batch (None for no events).
         """
 
-    def mark_enqueued(self, events: Sequence[Event]) -> None:
-        """Record that these events reached the queue."""
+    def mark_enqueued(self, batch: Any) -> None:
+        """Record that the batch ``append`` returned the handle of reached the queue."""
 
 
 @dataclass
@@ -100,32 +101,31 @@ class Publisher:
         """
         batch: list[Event] = []
         bodies: list[Any] = []
-        queued: list[Event] = []
+        queued: Any = None  # the sink's handle of the last batch queued, until marked
         mark_by = 0.0
         report = report or PublishReport()
         try:
             for event, body in pairs:
-                if queued and time.monotonic() > mark_by:
+                if queued is not None and time.monotonic() > mark_by:
                     # The events come slowly (a trickling stdin): mark now rather than
                     # leave the batch for the workers' sweep to queue again.
                     self._mark(queued)
-                    queued = []
+                    queued = None
                 batch.append(event)
                 bodies.append(body)
                 if len(batch) >= self.batch_size:
-                    self._flush(batch, bodies, queued, report)
-                    queued, batch, bodies = batch, [], []
+                    queued = self._flush(batch, bodies, queued, report)
+                    batch, bodies = [], []
                     mark_by = time.monotonic() + MARK_DELAY_SECONDS
             if batch:
-                self._flush(batch, bodies, queued, report)
-                queued = batch
+                queued = self._flush(batch, bodies, queued, report)
         finally:
             self._mark(queued)
         return report
 
-    def _mark(self, queued: Sequence[Event]) -> None:
-        """Mark ``queued`` in the log, when there is one (marking twice is harmless)."""
-        if queued and self.sink is not None:
+    def _mark(self, queued: Any) -> None:
+        """Mark the batch ``queued`` in the log, when there is one (twice is harmless)."""
+        if queued is not None and self.sink is not None:
             self.sink.mark_enqueued(queued)
 
     def publish_lines(
@@ -175,14 +175,15 @@ class Publisher:
         self,
         batch: Sequence[Event],
         bodies: Sequence[Any],
-        queued: Sequence[Event],
+        queued: Any,
         report: PublishReport,
-    ) -> None:
+    ) -> Any:
         """Log ``batch``, marking ``queued`` (the batch before it) in the same write; then
-        queue it."""
+        queue it. Returns the sink's handle of ``batch`` (None without a sink)."""
+        handle = None
         if self.sink is not None:
             known = bodies if all(body is not None for body in bodies) else None
-            self.sink.append(batch, known, enqueued=queued)
+            handle = self.sink.append(batch, known, enqueued=queued)
         self.queue.enqueue_many(
             [
                 Queue.prepare_data(
@@ -199,6 +200,7 @@ class Publisher:
         )
         report.accepted += len(batch)
         report.jobs += 1
+        return handle
 
 
 def _has_id(obj: Any) -> bool:

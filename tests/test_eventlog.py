@@ -36,7 +36,7 @@ from tests.log_support import (
 )
 from worker import cli, eventlog, migrations, publishing
 from worker.eventlog import EventLog, SchemaNotReady, event_log, make_engine
-from worker.log_table import COLUMNS, driver_row
+from worker.log_table import COLUMNS, driver_row, log_batches
 from worker.runner import failed_jobs, run_worker
 from worker.verify import verify
 
@@ -76,10 +76,39 @@ def _rows(url: str) -> list[dict[str, object]]:
         engine.dispose()
 
 
+def _queued(url: str) -> set[str]:
+    """event_id of the rows known to have reached the queue: marked, and of no batch
+    still in flight."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            in_flight = sa.select(log_batches.c.id)
+            query = sa.select(event_log.c.event_id).where(
+                event_log.c.enqueued,
+                sa.or_(event_log.c.batch.is_(None), event_log.c.batch.not_in(in_flight)),
+            )
+            return set(conn.execute(query).scalars())
+    finally:
+        engine.dispose()
+
+
+def log_batches_left(url: str) -> int:
+    """Rows of ``log_batches``: batches logged and not known to be queued."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(log_batches)).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
 def legacy_row(event: Any, now: dt.datetime) -> dict[str, Any]:
     """The row of ``event`` in the log's first schema (no ``fields``), for a Core insert."""
-    row = dict(zip(COLUMNS, driver_row(event, None, now, sqlite_times=False), strict=True))
-    del row["fields"]
+    row = dict(zip(COLUMNS[:-1], driver_row(event, None, now, sqlite_times=False), strict=True))
+    del row["fields"]  # COLUMNS[:-1]: all but batch
+    row["enqueued"] = False
     row["body"] = event.to_json_dict()
     return row
 
@@ -137,7 +166,7 @@ def test_only_an_sqlite_log_migrates_itself(empty_db: str) -> None:
 def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) -> None:
     events = random_stream(seed=3, performances=80, videos=12)
     log = EventLog(log_url)
-    log.append(events[:50])
+    first = log.append(events[:50])
     log.append([*events[30:], events[0], events[0]])  # overlaps and in-batch repeats
     log.append(events)
     assert log.count() == len(events)
@@ -152,7 +181,7 @@ def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) 
         assert row["version"] == event.version
         assert row["body"] == event.to_json_dict()
         assert row["fields"] == eventlog.setlist_fields(event)
-        assert row["enqueued"] is False
+        assert row["batch"] is not None
         assert eventlog.as_utc(row["occurred_at"]) == event.occurred_at  # type: ignore[arg-type]
         vertical = getattr(event, "vertical", None)
         creator = getattr(event, "creator", None)
@@ -164,8 +193,9 @@ def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) 
     assert log.count(vertical="band-a") + log.count(vertical="band-b") + log.count(
         creator="ann"
     ) + log.count(creator="bo") == len(events)
-    log.mark_enqueued(events[:10])
-    assert sum(1 for row in _rows(log_url) if row["enqueued"]) == 10
+    assert _queued(log_url) == set()
+    log.mark_enqueued(first)
+    assert _queued(log_url) == {e.event_id for e in events[:50]}
     read = [row for batch in log.iter_events(vertical="band-a", batch=7) for row in batch]
     assert sorted(r.body["event_id"] for r in read) == sorted(
         e.event_id for e in events if getattr(e, "vertical", None) == "band-a"
@@ -260,7 +290,7 @@ def test_every_publish_path_logs_the_events_it_queues(
 
     rows = _rows(log_url)
     assert sorted(r["event_id"] for r in rows) == sorted(e.event_id for e in events)
-    assert all(r["enqueued"] for r in rows)
+    assert _queued(log_url) == {e.event_id for e in events}
     run_worker(conns, burst=True, with_scheduler=False)
     assert failed_jobs(conns) == []
     assert verify(conns, publishing.event_log(conns)) == []
@@ -281,7 +311,7 @@ def test_an_event_logged_but_never_queued_is_applied_by_the_next_worker(
         publisher.publish(events)
     monkeypatch.undo()
     rows = _rows(log_url)
-    assert len(rows) == len(events) and not any(r["enqueued"] for r in rows)
+    assert len(rows) == len(events) and _queued(log_url) == set()
     assert conns.queue.count == 0
 
     # Within the grace a publisher may still be about to queue them: left alone.
@@ -292,7 +322,8 @@ def test_an_event_logged_but_never_queued_is_applied_by_the_next_worker(
     run_worker(conns, burst=True, with_scheduler=False)
     assert failed_jobs(conns) == []
     assert conns.setlists.verticals() == ["band-a", "band-b"]
-    assert all(r["enqueued"] for r in _rows(log_url))
+    assert _queued(log_url) == {e.event_id for e in events}
+    assert log_batches_left(log_url) == 0
     assert verify(conns, publishing.event_log(conns)) == []
 
 
@@ -320,7 +351,7 @@ def test_a_running_worker_sweeps_again_and_again(
 
 
 def _age_log(url: str, seconds: float) -> None:
-    """Make every row look logged ``seconds`` earlier (time passing after a crash)."""
+    """Make every row and batch look logged ``seconds`` earlier (time passing after a crash)."""
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
@@ -328,6 +359,11 @@ def _age_log(url: str, seconds: float) -> None:
                 earlier = eventlog.as_utc(logged) - dt.timedelta(seconds=seconds)
                 conn.execute(
                     event_log.update().where(event_log.c.seq == seq).values(logged_at=earlier)
+                )
+            for batch, logged in conn.execute(sa.select(log_batches.c.id, log_batches.c.logged_at)):
+                earlier = eventlog.as_utc(logged) - dt.timedelta(seconds=seconds)
+                conn.execute(
+                    log_batches.update().where(log_batches.c.id == batch).values(logged_at=earlier)
                 )
     finally:
         engine.dispose()
@@ -358,11 +394,11 @@ def test_every_queued_batch_is_marked_and_no_other(log_url: str, good: int) -> N
             publisher.publish(events)
     else:
         assert publisher.publish(events).jobs == 5
-    rows = {row["event_id"]: row["enqueued"] for row in _rows(log_url)}
+    rows = {row["event_id"] for row in _rows(log_url)}
     queued = {e.event_id for e in events[: 10 * good]}
     logged = {e.event_id for e in events[: 10 * min(good + 1, 5)]}
-    assert set(rows) == logged
-    assert {event_id for event_id, marked in rows.items() if marked} == queued
+    assert rows == logged
+    assert _queued(log_url) == queued
     log.dispose()
 
 
@@ -377,7 +413,7 @@ def test_a_slow_stream_has_its_queued_batch_marked_without_waiting_for_the_next(
     seen: dict[int, set[str]] = {}
 
     def marked() -> set[str]:
-        return {str(row["event_id"]) for row in _rows(log_url) if row["enqueued"]}
+        return _queued(log_url)
 
     def slow() -> Iterator[Any]:
         for i, event in enumerate(events):
@@ -428,3 +464,52 @@ def test_a_publisher_process_that_cannot_queue_leaves_its_events_to_the_worker(
     assert failed_jobs(conns) == []
     assert verify(conns, publishing.event_log(conns)) == []
     assert conns.videos.creators() == sorted({e.creator for e in events if hasattr(e, "creator")})
+
+
+def test_rows_never_queued_before_log_batches_existed_are_still_recovered(
+    empty_db: str,
+) -> None:
+    """Migration 0003 keeps the old rows' marks: those never queued stay found, and a
+    downgrade turns the rows of batches in flight back into unmarked rows."""
+    engine = make_engine(empty_db)
+    try:
+        migrations.upgrade(engine, "0001_event_log")
+        events = random_stream(seed=14, performances=12, videos=2)
+        old = sa.Table("event_log", sa.MetaData(), autoload_with=engine)
+        with engine.begin() as conn:
+            conn.execute(old.insert(), [legacy_row(e, eventlog.utcnow()) for e in events])
+            conn.execute(
+                old.update().where(old.c.event_id == events[0].event_id), {"enqueued": True}
+            )
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    log = EventLog(empty_db)
+    later = eventlog.utcnow() + dt.timedelta(seconds=1)
+    found = log.unqueued(later)
+    assert found.batches == []
+    assert {r.body["event_id"] for r in found.rows} == {e.event_id for e in events[1:]}
+    assert sorted(found.legacy) == sorted(r.seq for r in found.rows)
+    log.settle(found)
+    assert _queued(empty_db) == {e.event_id for e in events}
+    assert log.unqueued(later).rows == []
+
+    more = [
+        e.model_copy(update={"event_id": f"later-{e.event_id}"})
+        for e in random_stream(seed=15, performances=6, videos=0)
+    ]
+    in_flight = log.append(more)
+    found = log.unqueued(eventlog.utcnow() + dt.timedelta(seconds=1))
+    assert found.batches == [in_flight] and found.legacy == []
+    assert {r.body["event_id"] for r in found.rows} == {e.event_id for e in more}
+    log.dispose()
+    engine = make_engine(empty_db)
+    try:
+        migrations.upgrade(engine, "0002_setlist_fields")
+        with engine.connect() as conn:
+            unmarked = conn.execute(
+                sa.select(old.c.event_id).where(sa.text("NOT enqueued"))
+            ).scalars()
+            assert set(unmarked) == {e.event_id for e in more}
+    finally:
+        engine.dispose()

@@ -33,6 +33,7 @@ from worker.log_table import (
     PerformanceRow,
     driver_row,
     event_log,
+    log_batches,
     metadata,
     setlist_fields,
     sqlite_time,
@@ -66,6 +67,17 @@ class LoggedEvent:
     def event(self) -> Event:
         """The event, validated again (it was valid when it was logged)."""
         return parse_event(self.body)
+
+
+@dataclass(frozen=True)
+class Unqueued:
+    """Logged events not known to have reached the queue (what the sweep queues again)."""
+
+    rows: list[LoggedEvent]
+    batches: list[int]
+    """``log_batches`` ids of the in-flight batches whose rows are among ``rows``."""
+    legacy: list[int]
+    """``seq`` of the rows among ``rows`` logged before ``log_batches`` existed."""
 
 
 def utcnow() -> dt.datetime:
@@ -147,20 +159,27 @@ class EventLog:
         self,
         events: Sequence[Event],
         bodies: Sequence[Any] | None = None,
-        enqueued: Sequence[Event] = (),
-    ) -> None:
-        """Store events durably in one transaction; an event_id already stored is kept.
+        enqueued: int | None = None,
+    ) -> int | None:
+        """Store events durably in one transaction, as one batch in flight; an event_id
+        already stored is kept.
 
         Args:
             events: validated events.
             bodies: the same events as the JSON objects they arrived in, stored
                 as ``Event.logged_body`` has them; by default each ``to_json_dict``.
-            enqueued: events stored earlier that have reached the queue since, marked
+            enqueued: a batch appended earlier that has reached the queue since, marked
                 so in the same transaction (see :meth:`mark_enqueued`): one commit,
                 and so one disk flush, per batch instead of two.
+
+        Returns:
+            The new batch's id, for :meth:`mark_enqueued` once it is queued (None when
+            ``events`` is empty).
         """
-        if not events and not enqueued:
-            return
+        if not events:
+            if enqueued is not None:
+                self.mark_enqueued(enqueued)
+            return None
         sqlite_times = self.dialect == "sqlite"
         now: Any = utcnow()
         if sqlite_times:
@@ -173,40 +192,77 @@ class EventLog:
             driver_row(event, body, now, sqlite_times)
             for event, body in zip(events, bodies, strict=True)
         ]
+        mark = "?" if sqlite_times else "%s"
         with self.engine.begin() as conn:
-            if rows:
-                conn.exec_driver_sql(self._insert_sql(), rows)
-            self._mark(conn, enqueued)
+            batch = conn.exec_driver_sql(
+                f"INSERT INTO log_batches (logged_at) VALUES ({mark}) RETURNING id", (now,)
+            ).scalar_one()
+            conn.exec_driver_sql(self._insert_sql(), [(*row, batch) for row in rows])
+            if enqueued is not None:
+                self._settle(conn, [enqueued], [])
+        return int(batch)
 
-    def mark_enqueued(self, events: Sequence[Event]) -> None:
-        """Record that these events reached the queue, so recovery leaves them alone."""
-        if events:
+    def mark_enqueued(self, batch: int | None) -> None:
+        """Record that the batch :meth:`append` returned reached the queue, so recovery
+        leaves its events alone (marking twice is harmless)."""
+        if batch is not None:
             with self.engine.begin() as conn:
-                self._mark(conn, events)
+                self._settle(conn, [batch], [])
 
-    def _mark(self, conn: sa.Connection, events: Sequence[Event]) -> None:
-        ids = [event.event_id for event in events]
+    def settle(self, found: Unqueued) -> None:
+        """Record that the events :meth:`unqueued` found have been queued again."""
+        with self.engine.begin() as conn:
+            self._settle(conn, found.batches, found.legacy)
+
+    def _settle(self, conn: sa.Connection, batches: Sequence[int], legacy: Sequence[int]) -> None:
         mark = "?" if self.dialect == "sqlite" else "%s"
-        for start in range(0, len(ids), MARK_CHUNK):
-            chunk = tuple(ids[start : start + MARK_CHUNK])
-            conn.exec_driver_sql(
-                f"UPDATE event_log SET enqueued = TRUE WHERE {PENDING}"
-                f" AND event_id IN ({', '.join([mark] * len(chunk))})",
-                chunk,
-            )
+        for ids, statement in (
+            (batches, "DELETE FROM log_batches WHERE id IN ({})"),
+            (legacy, f"UPDATE event_log SET enqueued = TRUE WHERE {PENDING} AND seq IN ({{}})"),
+        ):
+            for start in range(0, len(ids), MARK_CHUNK):
+                chunk = tuple(ids[start : start + MARK_CHUNK])
+                conn.exec_driver_sql(statement.format(", ".join([mark] * len(chunk))), chunk)
 
     # -- reading ----------------------------------------------------------------
 
-    def pending(self, logged_before: dt.datetime, limit: int = 10_000) -> list[LoggedEvent]:
-        """Events logged before ``logged_before`` that never reached the queue, oldest first."""
-        query = (
-            self._select()
-            .where(sa.text(PENDING), event_log.c.logged_at < logged_before)
-            .order_by(event_log.c.logged_at, event_log.c.seq)
-            .limit(limit)
-        )
+    def unqueued(self, logged_before: dt.datetime, limit: int = 10_000) -> Unqueued:
+        """Events logged before ``logged_before`` and not known to have reached the queue:
+        the rows of batches still in flight, oldest batch first, then rows of the first
+        schemas never marked queued; about ``limit`` rows (whole batches)."""
+        rows: list[LoggedEvent] = []
+        batches: list[int] = []
         with self.engine.connect() as conn:
-            return [self._logged(row) for row in conn.execute(query)]
+            stale = (
+                conn.execute(
+                    sa.select(log_batches.c.id)
+                    .where(log_batches.c.logged_at < logged_before)
+                    .order_by(log_batches.c.id)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+            for batch in stale:
+                if len(rows) >= limit:
+                    break
+                query = self._select().where(event_log.c.batch == batch).order_by(event_log.c.seq)
+                rows.extend(self._logged(row) for row in conn.execute(query))
+                batches.append(int(batch))
+            legacy: list[LoggedEvent] = []
+            if len(rows) < limit:
+                query = (
+                    self._select()
+                    .where(sa.text(PENDING), event_log.c.logged_at < logged_before)
+                    .order_by(event_log.c.logged_at, event_log.c.seq)
+                    .limit(limit - len(rows))
+                )
+                legacy = [self._logged(row) for row in conn.execute(query)]
+        return Unqueued(rows + legacy, batches, [row.seq for row in legacy])
+
+    def pending(self, logged_before: dt.datetime, limit: int = 10_000) -> list[LoggedEvent]:
+        """The events of :meth:`unqueued`."""
+        return self.unqueued(logged_before, limit).rows
 
     @staticmethod
     def _select() -> sa.Select[Any]:
@@ -319,6 +375,7 @@ __all__ = [
     "LoggedEvent",
     "PerformanceRow",
     "SchemaNotReady",
+    "Unqueued",
     "event_log",
     "metadata",
     "open_log",

@@ -18,9 +18,11 @@ from events.schemas import Event, PerformanceRecorded, PerformanceRetracted
 metadata = sa.MetaData()
 
 PENDING = "NOT enqueued"
-"""Rows not known to have reached the queue. The sweep's query says it in these very
-words, so that SQLite, which matches a partial index's condition by its text, uses
-``ix_event_log_pending`` instead of reading the whole log every 30 seconds."""
+"""Rows logged before ``log_batches`` existed (migration 0003) and not known to have
+reached the queue. The sweep's query says it in these very words, so that SQLite, which
+matches a partial index's condition by its text, uses ``ix_event_log_pending`` instead of
+reading the whole log every 30 seconds. Newer rows are written with ``enqueued`` true:
+their batch's row in ``log_batches`` says whether they reached the queue."""
 
 Body = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
@@ -40,6 +42,7 @@ event_log = sa.Table(
     sa.Column("logged_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("enqueued", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("fields", sa.Text(), nullable=True),
+    sa.Column("batch", sa.BigInteger(), nullable=True),
     sa.UniqueConstraint("event_id", name="uq_event_log_event_id"),
     sa.Index("ix_event_log_vertical", "vertical", "entity_id"),
     sa.Index("ix_event_log_creator", "creator", "entity_id"),
@@ -49,13 +52,29 @@ event_log = sa.Table(
         postgresql_where=sa.text(PENDING),
         sqlite_where=sa.text(PENDING),
     ),
+    sa.Index("ix_event_log_batch", "batch"),
 )
 """One row per distinct accepted event (the first one stored wins on a repeated id).
 
 ``fields`` repeats, for a ``performance.recorded``, the four body fields its setlist
 state depends on (song, show_id, show_date, song_title or empty) joined by the byte
 0x1F, which no field can hold: a rebuild reads them without decoding any JSON, which
-halves the time it spends reading. It is written with the row and never changes."""
+halves the time it spends reading. It is written with the row and never changes.
+
+``batch`` is the ``log_batches`` id of the publish that first stored the row."""
+
+log_batches = sa.Table(
+    "log_batches",
+    metadata,
+    sa.Column("id", Seq, primary_key=True, autoincrement=True),
+    sa.Column("logged_at", sa.DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,  # an id is never used twice, even after its row is deleted
+)
+"""Batches logged and not yet known to be queued: a publisher inserts one row with each
+batch it logs and deletes it once the batch is on the queue (in the next batch's
+transaction), so marking a batch queued is one small write instead of an update of
+each of its rows. The rows of a batch still here after ``SWEEP_GRACE`` are queued
+again by the workers' sweep."""
 
 FIELD_SEP = "\x1f"
 """Separates the values of ``event_log.fields``."""
@@ -106,8 +125,9 @@ COLUMNS = (
     "logged_at",
     "enqueued",
     "fields",
+    "batch",
 )
-"""The columns a new row is written with, in the order of :func:`driver_row`."""
+"""The columns a new row is written with: those of :func:`driver_row`, then ``batch``."""
 
 
 def sqlite_time(value: dt.datetime) -> str:
@@ -118,7 +138,8 @@ def sqlite_time(value: dt.datetime) -> str:
 
 
 def driver_row(event: Event, body: Any, now: Any, sqlite_times: bool) -> tuple[Any, ...]:
-    """The row storing ``event`` as the database driver takes it, in :data:`COLUMNS` order.
+    """The row storing ``event`` as the database driver takes it, in :data:`COLUMNS` order
+    but for ``batch``, the last, which ``EventLog.append`` adds once the batch has its id.
 
     Written by ``EventLog.append`` with one ``executemany``: a third of the cost of the
     same insert through SQLAlchemy Core, which processes every value of every row.
@@ -141,6 +162,6 @@ def driver_row(event: Event, body: Any, now: Any, sqlite_times: bool) -> tuple[A
         event.version,
         orjson.dumps(body).decode(),
         now,
-        False,
+        True,  # tracked by its batch (see PENDING)
         setlist_fields(event),
     )

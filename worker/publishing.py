@@ -5,12 +5,14 @@ goes through :func:`make_publisher`, so an event is in the log (committed) befor
 is queued and before the caller is told it was accepted.
 
 Recovery of an event that was logged but never queued (the publisher died between
-its commit and the enqueue, or Redis was down): the log marks each event once it is
-queued, and every ``statsworker worker`` sweeps the log, at start and then every
-:data:`SWEEP_INTERVAL` seconds, for events logged more than :data:`SWEEP_GRACE`
-seconds ago and still unmarked, and publishes them again. The grace leaves a live
-publisher time to enqueue what it has just logged; a repeat is harmless anyway,
-since applying an event twice changes nothing. Several workers may sweep at once.
+its commit and the enqueue, or Redis was down): each logged batch has a row in
+``log_batches`` until it is queued, and every ``statsworker worker`` sweeps the log, at
+start and then every :data:`SWEEP_INTERVAL` seconds, for batches logged more than
+:data:`SWEEP_GRACE` seconds ago and still there, and publishes their events again
+(and those of rows logged before ``log_batches`` existed and never marked queued).
+The grace leaves a live publisher time to enqueue what it has just logged; a repeat is
+harmless anyway, since applying an event twice changes nothing. Several workers may
+sweep at once.
 """
 
 from __future__ import annotations
@@ -65,11 +67,12 @@ def recover_unqueued(conns: Connections, grace: float | None = None) -> int:
     cutoff = utcnow() - dt.timedelta(seconds=SWEEP_GRACE if grace is None else grace)
     total = 0
     while True:
-        rows = eventlog.pending(cutoff, limit=SWEEP_BATCH)
-        if not rows:
+        found = eventlog.unqueued(cutoff, limit=SWEEP_BATCH)
+        if not found.batches and not found.legacy:
             break
-        total += publisher.publish(row.event() for row in rows).accepted
-        if len(rows) < SWEEP_BATCH:
+        total += publisher.publish(row.event() for row in found.rows).accepted
+        eventlog.settle(found)  # only now that they are queued again
+        if len(found.rows) < SWEEP_BATCH:
             break
     if total:
         log.warning("recovered %d logged event(s) that had not reached the queue", total)
