@@ -30,19 +30,6 @@ local function less(a, b)
   return #a < #b
 end
 
-local function split(s)
-  local out, start = {}, 1
-  while true do
-    local i = string.find(s, SEP, start, true)
-    if not i then
-      out[#out + 1] = string.sub(s, start)
-      return out
-    end
-    out[#out + 1] = string.sub(s, start, i - 1)
-    start = i + 1
-  end
-end
-
 local function ymd(date)
   return tonumber(string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10))
 end
@@ -342,7 +329,7 @@ elseif read == 'bustouts' then
     pids = {}
     local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, '(' .. from, asofday)
     for _, entries in ipairs(hmget(K_SHOWPLAYS, shows)) do
-      for _, entry in ipairs(split(entries)) do
+      for entry in string.gmatch(entries, '[^\31]+') do
         pids[#pids + 1] = string.sub(entry, string.find(entry, '\0', 1, true) + 1)
       end
     end
