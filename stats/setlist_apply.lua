@@ -214,7 +214,7 @@ local function next_play(song, member)
   return redis.call('ZRANGEBYLEX', K_SONGPLAYS, '(' .. member, '(' .. song .. '\1', 'LIMIT', 0, 1)[1]
 end
 
--- Show, month and year counters, and the dates' play lists, only change at the end of
+-- Show, month and year counters, and the shows' play lists, only change at the end of
 -- the call, once each: nothing in between reads them from Redis.
 local show_delta, show_score, month_delta = {}, {}, {}
 local total_delta = 0
