@@ -1,0 +1,106 @@
+"""The publisher's rate with the event log on SQLite and on PostgreSQL, queue left out.
+
+    python bench/publish_log.py [--batch N] [--runs N] [--pg-url URL]
+
+``Publisher.publish_objects`` validates the real Grateful Dead events (35,425), writes
+each batch to the log, marks the batch before it queued, and hands the batch to a
+queue that keeps nothing, so the figure is validation plus the log's writes. Each run
+uses a fresh log: an SQLite file in a temp dir, and a private schema of PostgreSQL
+database ``test`` (dropped afterwards). Prints the median of ``--runs`` runs per log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sqlalchemy as sa
+
+from bench import data
+from bench.seed_sql import DEFAULT_PG_URL
+from events.publisher import Publisher
+from worker.cli import tune_gc
+from worker.eventlog import EventLog
+
+
+class _NoQueue:
+    """Takes every batch and keeps nothing: the rate is the publisher's and the log's."""
+
+    def enqueue_many(self, jobs: list[Any]) -> None:
+        pass
+
+
+@contextmanager
+def sqlite_log() -> Iterator[str]:
+    tmp = Path(tempfile.mkdtemp(prefix="statsworker-publog-"))
+    try:
+        yield f"sqlite:///{tmp / 'log.db'}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def postgres_log(url: str) -> Iterator[str]:
+    schema = f"publog_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        yield f"{url}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        engine.dispose()
+
+
+def rate(url: str, events: list[dict[str, Any]], batch: int) -> float:
+    """Events a second through a publisher writing a fresh log at ``url``."""
+    log = EventLog(url, migrate=True)
+    try:
+        started = time.perf_counter()
+        report = Publisher(_NoQueue(), batch_size=batch, sink=log).publish_objects(events)  # type: ignore[arg-type]
+        took = time.perf_counter() - started
+    finally:
+        log.dispose()
+    assert report.accepted == len(events), report.rejected[:3]
+    return len(events) / took
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=1000, help="events per batch (1000)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="empty: SQLite only")
+    args = parser.parse_args(argv)
+    tune_gc()
+    events = [data.event_dict(p) for p in data.scaled_plays(data.load_plays(), 1)]
+    logs = [("SQLite", sqlite_log)]
+    if args.pg_url:
+        logs.append(("PostgreSQL", lambda: postgres_log(args.pg_url)))
+    for name, make in logs:
+        rates = []
+        for _ in range(args.runs):
+            with make() as url:
+                rates.append(rate(url, events, args.batch))
+        runs = ", ".join(f"{r:,.0f}" for r in rates)
+        print(
+            f"publisher with the {name} log, batches of {args.batch}:"
+            f" {statistics.median(rates):,.0f} events/s (median of {args.runs}: {runs})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
