@@ -1,17 +1,19 @@
 """The publisher's rate with the event log on SQLite and on PostgreSQL, queue left out.
 
-    python bench/publish_log.py [--batch N] [--runs N] [--pg-url URL]
+    python bench/publish_log.py [--batch N] [--runs N] [--events N] [--pg-url URL]
 
 ``Publisher.publish_objects`` validates the real Grateful Dead events (35,425), writes
 each batch to the log, marks the batch before it queued, and hands the batch to a
 queue that keeps nothing, so the figure is validation plus the log's writes. Each run
 uses a fresh log: an SQLite file in a temp dir, and a private schema of PostgreSQL
-database ``test`` (dropped afterwards). Prints the median of ``--runs`` runs per log.
+database ``test`` (``--pg-url`` or ``STATSWORKER_BENCH_PG_URL``; dropped afterwards).
+Prints the median of ``--runs`` runs per log.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -82,10 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=1000, help="events per batch (1000)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="empty: SQLite only")
+    parser.add_argument("--events", type=int, default=0, help="use the first N (default: all)")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("STATSWORKER_BENCH_PG_URL", DEFAULT_PG_URL),
+        help="empty: SQLite only",
+    )
     args = parser.parse_args(argv)
     tune_gc()
     events = [data.event_dict(p) for p in data.scaled_plays(data.load_plays(), 1)]
+    if args.events:
+        events = events[: args.events]
     logs = [("SQLite", sqlite_log)]
     if args.pg_url:
         logs.append(("PostgreSQL", lambda: postgres_log(args.pg_url)))

@@ -93,3 +93,22 @@ def test_quick_benchmark_prints_every_row_with_a_number(tmp_path: Path) -> None:
             assert any(NUMBER.search(c) for c in cells), f"row {label!r} has no number: {cells}"
     assert "ingest state check" in proc.stdout and "MISMATCH" not in proc.stdout
     assert "DISAGREES" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_the_publisher_log_benchmark_runs_on_both_logs(tmp_path: Path) -> None:
+    data_file("grateful_dead_setlists.csv")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "publish_log.py"), "--events", "600", "--runs", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "publisher with the SQLite log, batches of 1000",
+        "publisher with the PostgreSQL log, batches of 1000",
+    ]
+    assert all(re.search(r": \d[\d,]* events/s", line) for line in lines), proc.stdout
