@@ -7,8 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,9 +247,9 @@ def test_processes_opening_a_new_sqlite_log_together_all_get_it(tmp_path: Path) 
             )
             for _ in range(4)
         ]
-        for proc in procs:
-            _, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err
+        # Every process is waited for before any is judged: none outlives the test.
+        errors = [proc.communicate(timeout=120)[1] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0, 0, 0], errors
         assert migrations.current_revision(make_engine(url)) == migrations.head_revision()
 
 
@@ -513,3 +515,23 @@ def test_rows_never_queued_before_log_batches_existed_are_still_recovered(
             assert set(unmarked) == {e.event_id for e in more}
     finally:
         engine.dispose()
+
+
+def test_opening_waits_for_a_writer_instead_of_failing_to_switch_to_wal(tmp_path: Path) -> None:
+    """SQLite refuses a journal-mode switch at once, busy timeout or not, while another
+    connection holds a write lock (a process migrating the new file): opening waits."""
+    path = tmp_path / "busy.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE held (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO held VALUES (1)")
+    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    release.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        release.join()
+        engine.dispose()
+        writer.close()
