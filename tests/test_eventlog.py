@@ -223,12 +223,12 @@ def test_bodies_as_they_arrived_are_stored_as_they_are(log_url: str) -> None:
     }
     for row in rows.values():
         assert before <= eventlog.as_utc(row["logged_at"]) <= after  # type: ignore[arg-type]
-    pending = log.pending(after + dt.timedelta(seconds=1))
+    pending = log.unqueued(after + dt.timedelta(seconds=1)).rows
     assert sorted(r.seq for r in pending) == sorted(row["seq"] for row in rows.values())
     assert sorted((r.event() for r in pending), key=lambda e: e.event_id) == sorted(
         events, key=lambda e: e.event_id
     )
-    assert log.pending(before - dt.timedelta(seconds=1)) == []
+    assert log.unqueued(before - dt.timedelta(seconds=1)).rows == []
     log.dispose()
 
 

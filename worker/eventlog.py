@@ -48,7 +48,7 @@ REPLAY_BATCH = 5000
 """Rows fetched from the database at a time when the log is read back."""
 
 MARK_CHUNK = 1000
-"""Event ids per ``UPDATE`` that marks events queued (well under every driver's limit)."""
+"""Ids per statement that marks batches or rows queued (well under every driver's limit)."""
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long an SQLite writer waits for another process's write lock before failing."""
@@ -277,10 +277,6 @@ class EventLog:
                 )
                 legacy = [self._logged(row) for row in conn.execute(query)]
         return Unqueued(rows + legacy, batches, [row.seq for row in legacy])
-
-    def pending(self, logged_before: dt.datetime, limit: int = 10_000) -> list[LoggedEvent]:
-        """The events of :meth:`unqueued`."""
-        return self.unqueued(logged_before, limit).rows
 
     @staticmethod
     def _select() -> sa.Select[Any]:
