@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,57 @@ JOB_TIMEOUT = 120
 
 MARK_DELAY_SECONDS = 1.0
 """Longest a queued batch waits for the next batch's log write to be marked queued in it."""
+
+FLUSH_DELAY_SECONDS = 1.0
+"""Longest an event waits in a part-filled batch for more: a stream that trickles (a
+``tail -f`` into ``statsworker publish -``) is logged and queued within about this."""
+
+IDLE_TICK_SECONDS = 0.25
+"""How often a followed stream that sends nothing lets the publisher look at the clock."""
+
+
+class Idle:
+    """Stands in a followed stream for "nothing came for a while" (see :func:`follow`)."""
+
+
+IDLE = Idle()
+
+
+class _ReadFailed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def follow(items: Iterable[Any], every: float = IDLE_TICK_SECONDS) -> Iterator[Any]:
+    """``items`` as they come, read by a thread of their own, with :data:`IDLE` in between
+    whenever none came for ``every`` seconds: a publisher reading a stream that blocks
+    (standard input from a pipe) can then flush and mark batches while it waits. At most
+    10,000 items are read ahead; an error of the stream is raised here."""
+    box: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+    end = object()
+
+    def read() -> None:
+        try:
+            for item in items:
+                box.put(item)
+        except BaseException as exc:  # handed over to the reading side
+            box.put(_ReadFailed(exc))
+        else:
+            box.put(end)
+
+    threading.Thread(target=read, name="statsworker-follow", daemon=True).start()
+    while True:
+        try:
+            item = box.get(timeout=every)
+        except queue.Empty:
+            yield IDLE
+            continue
+        if item is end:
+            return
+        if isinstance(item, _ReadFailed):
+            raise item.error
+        yield item
+
 
 FAILURE_TTL = 30 * 24 * 3600
 """Failed batches stay in the failed registry for 30 days, for ``statsworker failed``."""
@@ -88,35 +141,45 @@ class Publisher:
         return self.publish_validated(((event, None) for event in events), report)
 
     def publish_validated(
-        self, pairs: Iterable[tuple[Event, Any]], report: PublishReport | None = None
+        self, pairs: Iterable[tuple[Event, Any] | Idle], report: PublishReport | None = None
     ) -> PublishReport:
         """Queue ``(event, body)`` pairs in batches: ``body`` is the JSON object the event
         was validated from (the log stores it instead of dumping the event again), or None.
 
-        A batch is logged, then queued; it is marked queued in the log along with the
-        next batch's write, or on its own at the end or once it waited
-        :data:`MARK_DELAY_SECONDS` for the next. Whatever happens, every batch that reached
-        the queue is marked before this returns or raises; one left unmarked by a
-        crash is queued again by the workers' sweep, which is harmless.
+        A batch is logged, then queued, once it is full or its first event waited
+        :data:`FLUSH_DELAY_SECONDS` (seen when the next pair, or an :data:`IDLE`, comes).
+        It is marked queued in the log along with the next batch's write, or on its own
+        at the end or once it waited :data:`MARK_DELAY_SECONDS` for the next. Whatever
+        happens, every batch that reached the queue is marked before this returns or
+        raises; one left unmarked by a crash is queued again by the workers' sweep,
+        which is harmless.
         """
         batch: list[Event] = []
         bodies: list[Any] = []
         queued: Any = None  # the sink's handle of the last batch queued, until marked
-        mark_by = 0.0
+        mark_by = flush_by = 0.0
         report = report or PublishReport()
         try:
-            for event, body in pairs:
-                if queued is not None and time.monotonic() > mark_by:
+            for item in pairs:
+                now = time.monotonic()
+                if queued is not None and now > mark_by:
                     # The events come slowly (a trickling stdin): mark now rather than
                     # leave the batch for the workers' sweep to queue again.
                     self._mark(queued)
                     queued = None
-                batch.append(event)
-                bodies.append(body)
-                if len(batch) >= self.batch_size:
-                    queued = self._flush(batch, bodies, queued, report)
-                    batch, bodies = [], []
-                    mark_by = time.monotonic() + MARK_DELAY_SECONDS
+                if isinstance(item, Idle):
+                    if not batch or now < flush_by:
+                        continue
+                else:
+                    if not batch:
+                        flush_by = now + FLUSH_DELAY_SECONDS
+                    batch.append(item[0])
+                    bodies.append(item[1])
+                    if len(batch) < self.batch_size and now < flush_by:
+                        continue
+                queued = self._flush(batch, bodies, queued, report)
+                batch, bodies = [], []
+                mark_by = time.monotonic() + MARK_DELAY_SECONDS
             if batch:
                 queued = self._flush(batch, bodies, queued, report)
         finally:
@@ -129,13 +192,27 @@ class Publisher:
             self.sink.mark_enqueued(queued)
 
     def publish_lines(
-        self, lines: Iterable[str | bytes], progress: Callable[[int], None] | None = None
+        self,
+        lines: Iterable[str | bytes],
+        progress: Callable[[int], None] | None = None,
+        follow_stream: bool = False,
     ) -> PublishReport:
-        """Publish JSON Lines; a bad line is reported as ``line N: reason`` and skipped."""
-        report = PublishReport()
+        """Publish JSON Lines; a bad line is reported as ``line N: reason`` and skipped.
 
-        def valid() -> Iterator[tuple[Event, Any]]:
-            for lineno, line in enumerate(lines, start=1):
+        With ``follow_stream`` the lines are read by :func:`follow`, so that a stream
+        which blocks between lines (a pipe) still has each event queued within about
+        :data:`FLUSH_DELAY_SECONDS`.
+        """
+        report = PublishReport()
+        source: Iterable[Any] = follow(lines) if follow_stream else lines
+
+        def valid() -> Iterator[tuple[Event, Any] | Idle]:
+            lineno = 0
+            for line in source:
+                if isinstance(line, Idle):
+                    yield line
+                    continue
+                lineno += 1
                 if progress is not None:
                     progress(lineno)
                 if not line.strip():

@@ -535,3 +535,56 @@ def test_opening_waits_for_a_writer_instead_of_failing_to_switch_to_wal(tmp_path
         release.join()
         engine.dispose()
         writer.close()
+
+
+def test_a_followed_stream_has_its_events_queued_while_it_waits_for_more(
+    log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipe that pauses after three events (``tail -f``): they are logged, queued and
+    marked while the publisher still waits for the rest, not when a batch fills."""
+    monkeypatch.setattr(publisher_module, "FLUSH_DELAY_SECONDS", 0.2)
+    monkeypatch.setattr(publisher_module, "MARK_DELAY_SECONDS", 0.2)
+    events = random_stream(seed=16, performances=10, videos=0)[:5]
+    lines = [json.dumps(e.to_json_dict()) for e in events]
+    more = threading.Event()
+
+    def pipe() -> Iterator[str]:
+        yield from lines[:3]
+        assert more.wait(30), "the test never let the rest through"
+        yield from lines[3:]
+
+    log = EventLog(log_url)
+    queue = _QueueThatFails(10)
+    publisher = Publisher(queue, batch_size=1000, sink=log)  # type: ignore[arg-type]
+    reports: list[Any] = []
+    reader = threading.Thread(
+        target=lambda: reports.append(publisher.publish_lines(pipe(), follow_stream=True))
+    )
+    reader.start()
+    try:
+        first = {e.event_id for e in events[:3]}
+        deadline = time.monotonic() + 20
+        while _queued(log_url) != first:
+            assert time.monotonic() < deadline, "the first three events were never queued"
+            time.sleep(0.02)
+        assert not more.is_set() and reader.is_alive()  # still waiting for the pipe
+        assert [len(job.args[0]) for job in queue.jobs] == [3]
+    finally:
+        more.set()
+        reader.join(timeout=30)
+    assert reports[0].accepted == 5 and reports[0].rejected == []
+    assert sum(len(job.args[0]) for job in queue.jobs) == 5
+    assert _queued(log_url) == {e.event_id for e in events}
+    log.dispose()
+
+
+def test_following_a_stream_hands_over_its_error() -> None:
+    def broken() -> Iterator[str]:
+        yield "first"
+        raise OSError("the pipe broke")
+
+    got: list[Any] = []
+    with pytest.raises(OSError, match="the pipe broke"):
+        for item in publisher_module.follow(broken(), every=0.01):
+            got.append(item)
+    assert [item for item in got if item is not publisher_module.IDLE] == ["first"]

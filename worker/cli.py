@@ -6,6 +6,8 @@ import argparse
 import gc
 import importlib
 import logging
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +36,13 @@ def _connections() -> Any:
     return context.get()
 
 
+def _is_regular_file(stream: Any) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's StringIO)
+        return False
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish a JSON Lines file (or standard input)."""
     from worker.publishing import make_publisher
@@ -41,7 +50,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     conns = _connections()
     publisher = make_publisher(conns)
     if args.file == "-":
-        report = publisher.publish_lines(sys.stdin)
+        # A pipe or a terminal may pause between lines: follow it, so that what came is
+        # queued meanwhile. Standard input redirected from a file is read straight.
+        report = publisher.publish_lines(sys.stdin, follow_stream=not _is_regular_file(sys.stdin))
     else:
         try:
             with open(args.file, encoding="utf-8") as stream:
