@@ -51,10 +51,17 @@ def script_usec(client: Any) -> float:
     return float(stats["usec"]) if stats else 0.0
 
 
-def stage_split(client: Any, events: list[dict[str, Any]], today: dt.date) -> dict[str, float]:
+def stage_split(
+    client: Any,
+    events: list[dict[str, Any]],
+    today: dt.date,
+    commands: dict[str, Any] | None = None,
+) -> dict[str, float]:
     """Seconds per stage of applying ``events`` in jobs of ``BATCH`` (what a worker does).
 
     The jobs hold wire records, as the publisher queues them (``worker.jobs.apply_records``).
+    ``commands``, when given, receives ``INFO commandstats`` as the applying left it
+    (counted from a reset, before the keys are cleaned up).
     """
     prefix = f"prof{uuid.uuid4().hex[:6]}"
     store = SetlistStore(client, prefix)
@@ -99,6 +106,8 @@ def stage_split(client: Any, events: list[dict[str, Any]], today: dt.date) -> di
         out["script in Redis (server)"] += server
         out["apply, rest (round trip, replies)"] += (t6 - t5) - server - (t3 - t2) - (t4 - t3)
     client.connection_pool.release(conn)
+    if commands is not None:
+        commands.update(client.info("commandstats"))
     for key in client.scan_iter(keys.all_keys_pattern(prefix)):
         client.delete(key)
     return out
@@ -165,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.events:
             events = events[: args.events]
         n = len(events)
-        split = stage_split(client, events, today)
+        client.config_resetstat()
+        # Commands a script calls are counted in commandstats too: what they take of
+        # the script's time, and so what is left to Lua itself.
+        stats: dict[str, Any] = {}
+        split = stage_split(client, events, today, stats)
         total = sum(split.values())
         print(f"worker apply path, {n} events in jobs of {BATCH} (RQ overhead not included):")
         for stage, seconds in split.items():
@@ -173,6 +186,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {stage:38s} {seconds * 1e6 / n:7.1f} us/event  {100 * seconds / total:5.1f} %"
             )
         print(f"  {'total':38s} {total * 1e6 / n:7.1f} us/event  -> {n / total:,.0f} events/s")
+        called = {
+            name.removeprefix("cmdstat_"): (float(v["usec"]), int(v["calls"]))
+            for name, v in stats.items()
+            if name not in ("cmdstat_evalsha", "cmdstat_config|resetstat", "cmdstat_info")
+            and not name.startswith("cmdstat_script")
+        }
+        script = float(stats.get("cmdstat_evalsha", {}).get("usec", 0))
+        inside = sum(usec for usec, _ in called.values())
+        print(
+            f"the apply script in Redis: {script / n:.1f} us/event, of which the commands it"
+            f" calls {inside / n:.1f} (the rest is Lua itself):"
+        )
+        for name, (usec, calls) in sorted(called.items(), key=lambda kv: -kv[1][0])[:8]:
+            print(f"  {name:20s} {calls / n:5.2f} calls/event {usec / n:6.2f} us/event")
         pub = publish_split(rawc, events)
         print(f"publisher, {n} events in batches of {BATCH}:")
         for stage, seconds in pub.items():

@@ -1,18 +1,21 @@
 """The publisher's rate with the event log on SQLite and on PostgreSQL, queue left out.
 
-    python bench/publish_log.py [--batch N] [--runs N] [--events N] [--pg-url URL]
+    python bench/publish_log.py [--batch N] [--runs N] [--events N] [--pg-url URL] [--lines]
 
 ``Publisher.publish_objects`` validates the real Grateful Dead events (35,425), writes
 each batch to the log, marks the batch before it queued, and hands the batch to a
 queue that keeps nothing, so the figure is validation plus the log's writes. Each run
 uses a fresh log: an SQLite file in a temp dir, and a private schema of PostgreSQL
 database ``test`` (``--pg-url`` or ``STATSWORKER_BENCH_PG_URL``; dropped afterwards).
-Prints the median of ``--runs`` runs per log.
+Prints the median of ``--runs`` runs per log. With ``--lines`` it also publishes the
+events as JSON Lines through ``Publisher.publish_lines`` (SQLite log), read straight and
+followed as ``statsworker publish -`` follows a pipe, runs taking turns.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -67,12 +70,18 @@ def postgres_log(url: str) -> Iterator[str]:
         engine.dispose()
 
 
-def rate(url: str, events: list[dict[str, Any]], batch: int) -> float:
-    """Events a second through a publisher writing a fresh log at ``url``."""
+def rate(url: str, events: list[dict[str, Any]], batch: int, lines: bool | None = None) -> float:
+    """Events a second through a publisher writing a fresh log at ``url``: the objects, or
+    with ``lines`` set the same events as JSON Lines (``True``: followed)."""
     log = EventLog(url, migrate=True)
     try:
+        publisher = Publisher(_NoQueue(), batch_size=batch, sink=log)  # type: ignore[arg-type]
+        text = [json.dumps(e) for e in events] if lines is not None else []
         started = time.perf_counter()
-        report = Publisher(_NoQueue(), batch_size=batch, sink=log).publish_objects(events)  # type: ignore[arg-type]
+        if lines is None:
+            report = publisher.publish_objects(events)
+        else:
+            report = publisher.publish_lines(text, follow_stream=lines)
         took = time.perf_counter() - started
     finally:
         log.dispose()
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000, help="events per batch (1000)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--events", type=int, default=0, help="use the first N (default: all)")
+    parser.add_argument("--lines", action="store_true", help="JSON Lines, straight and followed")
     parser.add_argument(
         "--pg-url",
         default=os.environ.get("STATSWORKER_BENCH_PG_URL", DEFAULT_PG_URL),
@@ -103,12 +113,22 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):
             with make() as url:
                 rates.append(rate(url, events, args.batch))
-        runs = ", ".join(f"{r:,.0f}" for r in rates)
-        print(
-            f"publisher with the {name} log, batches of {args.batch}:"
-            f" {statistics.median(rates):,.0f} events/s (median of {args.runs}: {runs})"
-        )
+        _report(f"publisher with the {name} log, batches of {args.batch}", rates)
+    if args.lines:
+        by_mode: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.runs):
+            for followed in (False, True):
+                with sqlite_log() as url:
+                    by_mode[followed].append(rate(url, events, args.batch, lines=followed))
+        for followed, rates in by_mode.items():
+            how = "followed" if followed else "read straight"
+            _report(f"JSON Lines {how}, SQLite log, batches of {args.batch}", rates)
     return 0
+
+
+def _report(label: str, rates: list[float]) -> None:
+    runs = ", ".join(f"{r:,.0f}" for r in rates)
+    print(f"{label}: {statistics.median(rates):,.0f} events/s (median of {len(rates)}: {runs})")
 
 
 if __name__ == "__main__":

@@ -96,10 +96,14 @@ def test_quick_benchmark_prints_every_row_with_a_number(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_the_publisher_log_benchmark_runs_on_both_logs(tmp_path: Path) -> None:
+def test_the_publisher_log_benchmark_runs_on_both_logs_and_both_readings(tmp_path: Path) -> None:
     data_file("grateful_dead_setlists.csv")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "publish_log.py"), "--events", "600", "--runs", "1"],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "publish_log.py"),
+            *("--events", "600", "--runs", "1", "--lines"),
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -110,5 +114,7 @@ def test_the_publisher_log_benchmark_runs_on_both_logs(tmp_path: Path) -> None:
     assert [line.split(":")[0] for line in lines] == [
         "publisher with the SQLite log, batches of 1000",
         "publisher with the PostgreSQL log, batches of 1000",
+        "JSON Lines read straight, SQLite log, batches of 1000",
+        "JSON Lines followed, SQLite log, batches of 1000",
     ]
     assert all(re.search(r": \d[\d,]* events/s", line) for line in lines), proc.stdout
