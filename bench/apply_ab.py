@@ -29,9 +29,10 @@ from bench.procs import PrivateRedis
 from events.schemas import parse_event
 from events.wire import record_of
 from stats import keys
-from stats.setlists import EVENTS_PER_CALL
+from stats.scripts import expand, lua_source
+from stats.setlists import EVENTS_PER_CALL, apply_head
 
-SCRIPT = "stats/setlist_apply.lua"
+SCRIPT = "setlist_apply"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,18 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rev", nargs="?", default="HEAD")
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args(argv)
-    sources = {
-        args.rev: subprocess.run(
-            ["git", "show", f"{args.rev}:{SCRIPT}"],
+
+    def at_rev(name: str) -> str:
+        return subprocess.run(
+            ["git", "show", f"{args.rev}:stats/{name}.lua"],
             capture_output=True,
             text=True,
             check=True,
             cwd=ROOT,
-        ).stdout,
-        "working tree": (ROOT / SCRIPT).read_text(encoding="utf-8"),
+        ).stdout
+
+    sources = {
+        args.rev: expand(at_rev(SCRIPT), at_rev),
+        "working tree": lua_source(SCRIPT),
     }
     plays = list(data.scaled_plays(data.load_plays(), 1))
-    today = data.last_date(plays).isoformat()
+    today = data.last_date(plays)
     records = [record_of(parse_event(data.event_dict(p))) for p in plays]
     server = PrivateRedis()
     try:
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 vkeys = list(keys.vertical_keys(prefix, data.VERTICAL))
                 before = redis_cpu(client)
                 for start in range(0, len(records), EVENTS_PER_CALL):
-                    argv_: list[str] = [today, str(keys.BUSTOUT_INDEX_DAYS)]
+                    argv_: list[str] = apply_head(today)
                     for r in records[start : start + EVENTS_PER_CALL]:
                         argv_ += (r[0], r[2], r[3], r[4], r[5], r[6], r[7])
                     apply_script(keys=vkeys, args=argv_)

@@ -38,7 +38,7 @@ from events.publisher import APPLY_RECORDS, Publisher
 from events.schemas import parse_event
 from events.wire import record_of
 from stats import keys
-from stats.setlists import EVENTS_PER_CALL, SetlistStore
+from stats.setlists import EVENTS_PER_CALL, SetlistStore, apply_head
 from stats.settings import Settings
 from worker.eventlog import EventLog
 
@@ -86,7 +86,7 @@ def stage_split(
         t1 = time.perf_counter()
         bad = [r for r in batch if wire.problem(r) is not None]
         t2 = time.perf_counter()
-        args: list[str] = [today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)]
+        args: list[str] = apply_head(today)
         for r in batch:
             args += (r[0], r[2], r[3], r[4], r[5], r[6], r[7])
         t3 = time.perf_counter()

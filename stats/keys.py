@@ -11,14 +11,19 @@ Setlists, per vertical ``V`` (``P:{v:V}:<name>``):
 ==========  =====  ===============================================================
 name        type   holds
 ==========  =====  ===============================================================
-perf        hash   performance_id -> winning event: ``version``, then ``R`` (present)
-                   with song, show_id, show_date, song_title; or ``X`` (retracted).
-                   Fields are separated by the byte 0x1F. ``version`` is the UTC
-                   nanosecond timestamp (21 digits) + ``|`` + event_id.
+perf        hash   the record of every performance, in buckets: field ``n`` (a decimal
+                   number) -> records joined by the byte 0x1E, in byte order; a record
+                   is ``performance_id 0x1F version 0x1F date\\0show_id`` for a present
+                   performance, ``performance_id 0x1F version`` for a retracted one.
+                   ``version`` is the UTC nanosecond timestamp (21 digits) + ``|`` +
+                   event_id. Bucket of a performance: :func:`perf_bucket`
 showplays   hash   ``date\\0show_id`` -> the show's present performances, each written
-                   ``song\\0performance_id``, sorted bytewise and joined by 0x1F
-songplays   zset   ``song\\0date\\0performance_id``, all scores 0: lexical order is
-                   (song, date, performance_id), so one song's plays are one range
+                   ``song\\0performance_id\\0song_title`` (title empty when it is the
+                   slug), sorted bytewise and joined by 0x1F
+songplays   hash   ``song\\0YYYY`` -> the song's plays in that year: the ``MMDD`` of each,
+                   ascending and concatenated (a day with two plays is there twice)
+songyears   hash   song -> ``YYYY`` and a 6-digit play count for each year it was played
+                   in, ascending and concatenated
 shows       zset   ``date\\0show_id`` scored by show date: shows with >= 1 performance
 showperfs   hash   ``date\\0show_id`` -> number of present performances
 months      hash   ``p:YYYY-MM`` -> performances, ``s:YYYY-MM`` -> shows in that month,
@@ -32,9 +37,11 @@ vel         zset   song scored by ``-(3*p30 + 2*p90 + p365)`` for songs played o
                    before ``today``; ascending order is the velocity ranking
 meta        hash   ``today`` -> the date (YYYY-MM-DD) windowed counters are kept for;
                    ``plays`` -> present performances (absent when there are none);
-                   ``layout`` -> :data:`SETLIST_LAYOUT`, the layout the keys are in
-bust        zset   performance_id scored by its show date, for the plays whose
-                   previous play of the same song lies at least 180 days earlier
+                   ``layout`` -> :data:`SETLIST_LAYOUT`, the layout the keys are in;
+                   ``records`` -> records in ``perf`` (present and retracted)
+bust        zset   ``song\\0show_id\\0performance_id`` scored by its show date, for the
+                   plays whose previous play of the same song (by date, then
+                   performance_id) lies at least 180 days earlier
                    (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
 ==========  =====  ===============================================================
 
@@ -71,10 +78,48 @@ BUSTOUT_INDEX_DAYS = 180
 with a smaller ``gap_threshold`` scans the window's plays instead."""
 
 
-SETLIST_LAYOUT = "2"
-"""The layout of a vertical's keys, kept in ``meta``/``layout`` (the scripts hold the same
-value). The scripts refuse state in another layout; ``statsworker rebuild`` rewrites it.
-Layout 1 (no ``layout`` field) kept a ``plays`` sorted set where ``showplays`` is now."""
+SETLIST_LAYOUT = "3"
+"""The layout of a vertical's keys, kept in ``meta``/``layout`` (``stats/setlist_lib.lua``
+holds the same value). The scripts refuse state in another layout; ``statsworker
+rebuild`` rewrites it. Layout 1 (no ``layout`` field) kept a ``plays`` sorted set where
+``showplays`` is now; layout 2 kept one ``perf`` field per performance and a
+``songplays`` sorted set of ``song\\0date\\0performance_id``."""
+
+PERF_BUCKET_LOAD = 16
+"""Records per ``perf`` bucket, on average: the buckets number ``ceil(records / 16)``."""
+
+
+def perf_bucket(performance_id: str, records: int) -> int:
+    """The ``perf`` bucket of a performance when ``perf`` holds ``records`` records.
+
+    Linear hashing, as ``stats/setlist_apply.lua`` does it: ``h`` is the UTF-8 bytes
+    read as a big-endian number, modulo :data:`PID_MODULUS`; with ``n`` buckets and
+    ``p`` the largest power of two not above ``n``, the bucket is ``h % p``, or
+    ``h % 2p`` when that is below ``n - p`` (that bucket has been split already).
+    """
+    return bucket_of(pid_hash(performance_id), perf_buckets(records))
+
+
+PID_MODULUS = 2654435761
+"""A prime whose residues of byte strings spread even ids that differ in a digit or two."""
+
+
+def pid_hash(performance_id: str) -> int:
+    """The number a performance's bucket is chosen by (see :func:`perf_bucket`)."""
+    return int.from_bytes(performance_id.encode(), "big") % PID_MODULUS
+
+
+def perf_buckets(records: int) -> int:
+    """How many ``perf`` buckets hold ``records`` records."""
+    return max(1, -(-records // PERF_BUCKET_LOAD))
+
+
+def bucket_of(h: int, n: int) -> int:
+    """The bucket of hash ``h`` among ``n`` linear-hashing buckets."""
+    p = 1 << (n.bit_length() - 1)
+    b = h % p
+    return h % (2 * p) if b < n - p else b
+
 
 RETIRED_VERTICAL_KEYS = ("plays",)
 """Keys of earlier layouts, deleted by a rebuild of the vertical."""
@@ -86,6 +131,7 @@ class VerticalKeys(NamedTuple):
     perf: str
     showplays: str
     songplays: str
+    songyears: str
     shows: str
     showperfs: str
     months: str

@@ -1,9 +1,9 @@
 -- Applies a batch of performance events of one vertical, atomically.
--- KEYS[1..13] = perf, showplays, songplays, shows, showperfs, months, songs, bylast,
---               byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys, same order)
+-- KEYS        = the vertical's keys (setlist_lib.lua; stats/keys.py: VerticalKeys)
 -- ARGV[1]     = today: the date (YYYY-MM-DD) the caller's clock reads; ARGV[2] = the gap (days)
---               from which a play is indexed in `bust` (stats/keys.py: BUSTOUT_INDEX_DAYS)
--- ARGV[3..]   = 7 per event: op (R = recorded, X = retracted), performance_id,
+--               from which a play is indexed in `bust` (stats/keys.py: BUSTOUT_INDEX_DAYS);
+--               ARGV[3] = records per `perf` bucket (stats/keys.py: PERF_BUCKET_LOAD)
+-- ARGV[4..]   = 7 per event: op (R = recorded, X = retracted), performance_id,
 --               version, song, show_id, show_date (YYYY-MM-DD), song_title
 -- Returns {applied, stale}: events that changed the winner, events that lost to it.
 --
@@ -13,63 +13,11 @@
 -- Every read happens before the writes it decides, and no write can fail on valid
 -- input, so an error never leaves half an event behind.
 
-local K_PERF, K_SHOWPLAYS, K_SONGPLAYS, K_SHOWS, K_SHOWPERFS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local K_SONGS, K_BYLAST, K_BYFIRST, K_WIN, K_VEL, K_META = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-local K_BUST = KEYS[13]
+-- include: setlist_lib
+
 local BUST_DAYS = tonumber(ARGV[2])
-
-local SEP = '\31'
+local LOAD = tonumber(ARGV[3])
 local WINDOWS = {30, 90, 365}
-
--- Byte order, whatever collation the server's locale has.
-local function less(a, b)
-  if a == b then return false end
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-
-local function split(s)
-  local out, start = {}, 1
-  while true do
-    local i = string.find(s, SEP, start, true)
-    if not i then
-      out[#out + 1] = string.sub(s, start)
-      return out
-    end
-    out[#out + 1] = string.sub(s, start, i - 1)
-    start = i + 1
-  end
-end
-
--- A batch holds a few dates many times over (a show's every play): each date is
--- converted once per call.
-local days_of, ymds_of = {}, {}
-
--- Days since 1970-01-01 of a YYYY-MM-DD date (proleptic Gregorian).
-local function compute_day(date)
-  local y = tonumber(string.sub(date, 1, 4))
-  local m = tonumber(string.sub(date, 6, 7))
-  local d = tonumber(string.sub(date, 9, 10))
-  if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-
-local function day_of(date)
-  local d = days_of[date]
-  if d == nil then
-    d = compute_day(date)
-    days_of[date] = d
-  end
-  return d
-end
 
 -- The YYYYMMDD score of a day number.
 local function ymd_of_day(z)
@@ -86,18 +34,9 @@ local function ymd_of_day(z)
   return y * 10000 + m * 100 + d
 end
 
--- The YYYYMMDD score of a YYYY-MM-DD date.
-local function ymd(date)
-  local n = ymds_of[date]
-  if n == nil then
-    n = tonumber(string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10))
-    ymds_of[date] = n
-  end
-  return n
-end
-
 local touched = {}   -- song -> true: summary, windows and velocity to refresh
 local wdelta = {}    -- song -> {d30, d90, d365}
+local sdelta = {}    -- song -> change of its number of plays
 
 local function bump(song, i, by)
   local d = wdelta[song]
@@ -115,52 +54,40 @@ local stored = redis.call('HGET', K_META, 'today')
 local today = stored and day_of(stored) or nil
 
 -- State kept in another layout is not extended: `statsworker rebuild` rewrites it.
-local LAYOUT = '2'  -- stats/keys.py: SETLIST_LAYOUT
 local layout = redis.call('HGET', K_META, 'layout')
 if layout ~= LAYOUT and (stored or redis.call('EXISTS', K_PERF) == 1) then
   return redis.error_reply('STATELAYOUT ' .. (layout or '1') .. ' ' .. LAYOUT)
 end
 
--- The plays of a show ('date\0show_id'): 'song\0performance_id' entries in byte order,
--- read once per call and kept sorted by binary insertion (O(log m) comparisons a change
--- for a show of m plays); `dirty` shows are written back at the end of the call.
-local show_lists, dirty = {}, {}
-
-local function show_list(show)
-  local list = show_lists[show]
-  if list == nil then
-    list = {}
-    local stored = redis.call('HGET', K_SHOWPLAYS, show)
-    if stored then
-      for entry in string.gmatch(stored, '[^\31]+') do list[#list + 1] = entry end
-    end
-    show_lists[show] = list
-  end
-  return list
-end
-
--- The first index of `list` whose entry is not less than `entry`.
-local function lower_bound(list, entry)
-  local lo, hi = 1, #list + 1
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if less(list[mid], entry) then lo = mid + 1 else hi = mid end
-  end
-  return lo
-end
+-- Show lists changed by this call, written back at the end of it.
+local dirty = {}
 
 local function show_add(show, entry)
   local list = show_list(show)
   local at = lower_bound(list, entry)
   if list[at] ~= entry then table.insert(list, at, entry) end
   dirty[show] = true
+  local date = sub(show, 1, 10)
+  local fresh = new_shows[date]
+  if not fresh then
+    fresh = {}
+    new_shows[date] = fresh
+  end
+  fresh[show] = true
 end
 
-local function show_remove(show, entry)
+-- Removes the play `pid` from the list of `show`; returns its song.
+local function show_remove(show, pid)
   local list = show_list(show)
-  local at = lower_bound(list, entry)
-  if list[at] == entry then table.remove(list, at) end
-  dirty[show] = true
+  local needle = '\0' .. pid .. '\0'  -- songs are slugs and titles printable: no \0 in them
+  for at, entry in ipairs(list) do
+    if find(entry, needle, 1, true) then
+      table.remove(list, at)
+      dirty[show] = true
+      return sub(entry, 1, find(entry, '\0', 1, true) - 1)
+    end
+  end
+  return nil
 end
 
 local function count_range(lo, hi, i, by)
@@ -168,7 +95,7 @@ local function count_range(lo, hi, i, by)
   if hi <= lo then return end
   for _, show in ipairs(redis.call('ZRANGEBYSCORE', K_SHOWS, '(' .. ymd_of_day(lo), ymd_of_day(hi))) do
     for _, entry in ipairs(show_list(show)) do
-      bump(string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1), i, by)
+      bump(sub(entry, 1, find(entry, '\0', 1, true) - 1), i, by)
     end
   end
 end
@@ -192,26 +119,64 @@ elseif now > today then
   redis.call('HSET', K_META, 'today', ARGV[1])
 end
 
+-- A song's play dates (setlist_lib.lua), changed here and written back at the end.
+local dirty_chunks, dirty_years = {}, {}
 
--- Keep `bust` exact for the play `member` of `song`: indexed while its previous
--- play of the song lies at least BUST_DAYS earlier. `prev` is that previous play's
--- member when the caller knows it (false: there is none), nil to look it up;
--- `absent` says the play is known not to be indexed yet.
-local function reindex(song, member, prev, absent)
-  if prev == nil then
-    prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. member, '[' .. song .. '\0', 'LIMIT', 0, 1)[1] or false
+local function year_count(song, year, by)
+  local list = year_list(song)
+  local y = tonumber(year)
+  local j = search(list, YEAR_WIDTH, y, false)
+  local at = (j - 1) * YEAR_WIDTH
+  local n = by
+  if j <= #list / YEAR_WIDTH and tonumber(sub(list, at + 1, at + 4)) == y then
+    n = tonumber(sub(list, at + 5, at + YEAR_WIDTH)) + by
+    list = sub(list, 1, at) .. sub(list, at + YEAR_WIDTH + 1)
   end
-  local date = string.sub(member, #song + 2, #song + 11)
-  local pid = string.sub(member, #song + 13)
-  if prev and day_of(date) - day_of(string.sub(prev, #song + 2, #song + 11)) >= BUST_DAYS then
-    redis.call('ZADD', K_BUST, ymd(date), pid)
-  elseif not absent then
-    redis.call('ZREM', K_BUST, pid)
-  end
+  if n > 0 then list = sub(list, 1, at) .. year .. string.format('%06d', n) .. sub(list, at + 1) end
+  year_lists[song] = list
+  dirty_years[song] = true
 end
 
-local function next_play(song, member)
-  return redis.call('ZRANGEBYLEX', K_SONGPLAYS, '(' .. member, '(' .. song .. '\1', 'LIMIT', 0, 1)[1]
+local function date_add(song, date)
+  local year, md = sub(date, 1, 4), mmdd(date)
+  local c = chunk(song, year)
+  local at = (search(c, 4, md, true) - 1) * 4
+  chunks[song .. '\0' .. year] = sub(c, 1, at) .. sub(date, 6, 7) .. sub(date, 9, 10) .. sub(c, at + 1)
+  dirty_chunks[song .. '\0' .. year] = true
+  year_count(song, year, 1)
+end
+
+local function date_remove(song, date)
+  local year = sub(date, 1, 4)
+  local c = chunk(song, year)
+  local at = (search(c, 4, mmdd(date), false) - 1) * 4
+  chunks[song .. '\0' .. year] = sub(c, 1, at) .. sub(c, at + 5)
+  dirty_chunks[song .. '\0' .. year] = true
+  year_count(song, year, -1)
+end
+
+local function indexed(later, earlier)
+  return earlier ~= nil and day_of(later) - day_of(earlier) >= BUST_DAYS
+end
+
+-- Index in `bust` the first play of `song` dated `date` (the only one of that day whose
+-- previous play can lie on another day).
+local function bust_first(song, date)
+  local pid, show = plays_on(song, date)
+  redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid))
+end
+
+-- Keep `bust` exact for the day after `date` on which `song` is next played, once the
+-- previous play of that day moved from `before` to `after` (dates, nil for none).
+local function rebust_next(song, date, before, after)
+  local n = play_after(song, date)
+  if not n then return end
+  local was, is = indexed(n, before), indexed(n, after)
+  if was and not is then
+    redis.call('ZREM', K_BUST, bust_on(song, n))
+  elseif is and not was then
+    bust_first(song, n)
+  end
 end
 
 -- Show, month and year counters, and the shows' play lists, only change at the end of
@@ -219,54 +184,132 @@ end
 local show_delta, show_score, month_delta = {}, {}, {}
 local total_delta = 0
 
-local function count_show(date, show_id, by)
-  local show = date .. '\0' .. show_id
+local function count_show(show, by)
+  local date = sub(show, 1, 10)
   show_delta[show] = (show_delta[show] or 0) + by
   show_score[show] = ymd(date)
-  local p = 'p:' .. string.sub(date, 1, 7)
+  local p = 'p:' .. sub(date, 1, 7)
   month_delta[p] = (month_delta[p] or 0) + by
   total_delta = total_delta + by
-  local y = 'y:' .. string.sub(date, 1, 4)
+  local y = 'y:' .. sub(date, 1, 4)
   month_delta[y] = (month_delta[y] or 0) + by
 end
 
-local function add_play(pid, song, show_id, date)
+local function count_play(song, date, by)
   local day = day_of(date)
-  show_add(date .. '\0' .. show_id, song .. '\0' .. pid)
-  local member = song .. '\0' .. date .. '\0' .. pid
-  redis.call('ZADD', K_SONGPLAYS, 0, member)
-  -- A play being added is not indexed: its earlier version was removed first.
-  reindex(song, member, nil, true)
-  local following = next_play(song, member)
-  if following then reindex(song, following, member, false) end
-  count_show(date, show_id, 1)
   for i, w in ipairs(WINDOWS) do
-    if day > today - w and day <= today then bump(song, i, 1) end
+    if day > today - w and day <= today then bump(song, i, by) end
   end
+  sdelta[song] = (sdelta[song] or 0) + by
   touched[song] = true
 end
 
-local function remove_play(pid, song, show_id, date)
-  local day = day_of(date)
-  show_remove(date .. '\0' .. show_id, song .. '\0' .. pid)
-  local member = song .. '\0' .. date .. '\0' .. pid
-  local following = next_play(song, member)
-  redis.call('ZREM', K_SONGPLAYS, member)
-  redis.call('ZREM', K_BUST, pid)
-  if following then reindex(song, following, nil, false) end
-  count_show(date, show_id, -1)
-  for i, w in ipairs(WINDOWS) do
-    if day > today - w and day <= today then bump(song, i, -1) end
+local function add_play(pid, song, show, title)
+  local date = sub(show, 1, 10)
+  show_add(show, song .. '\0' .. pid .. '\0' .. (title == song and '' or title))
+  local same_day = count_on(song, date)
+  date_add(song, date)
+  if same_day == 0 then
+    local prev = play_before(song, date, false)
+    if indexed(date, prev) then bust_first(song, date) end
+    rebust_next(song, date, prev, date)
+  else
+    -- The day's first play may now be this one: the index follows it.
+    local m = bust_on(song, date)
+    if m and less(pid, sub(m, find(m, '\0', #song + 2, true) + 1)) then
+      redis.call('ZREM', K_BUST, m)
+      redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid))
+    end
   end
-  touched[song] = true
+  count_show(show, 1)
+  count_play(song, date, 1)
 end
 
-local function flush_counters()
+local function remove_play(pid, show)
+  local date = sub(show, 1, 10)
+  local song = show_remove(show, pid)
+  date_remove(song, date)
+  local was = redis.call('ZREM', K_BUST, bust_member(song, show, pid)) == 1
+  if count_on(song, date) > 0 then
+    if was then bust_first(song, date) end
+  else
+    rebust_next(song, date, date, play_before(song, date, false))
+  end
+  count_show(show, -1)
+  count_play(song, date, -1)
+end
+
+-- `perf`: the record of every performance, 'performance_id\31version\31show' (present)
+-- or 'performance_id\31version' (retracted), in buckets of about LOAD records: field
+-- n -> the bucket's records in byte order, joined by \30. The buckets grow by linear
+-- hashing, one split each time the number of records passes a multiple of LOAD, so
+-- their number is a function of that count alone.
+local records = tonumber(redis.call('HGET', K_META, 'records') or '0')
+local records_before = records
+local buckets, dirty_buckets = {}, {}
+
+local function bucket_count(n)
+  return math.max(1, math.ceil(n / LOAD))
+end
+
+-- A performance_id read as a big-endian number, modulo the prime PID_MODULUS: the
+-- source of its bucket number (stats/keys.py: perf_bucket).
+local PID_MODULUS = 2654435761
+
+local function pid_hash(pid)
+  local h = 0
+  for i = 1, #pid do h = (h * 256 + byte(pid, i)) % PID_MODULUS end
+  return h
+end
+
+local function top_power(nb)
+  local p = 1
+  while p * 2 <= nb do p = p * 2 end
+  return p
+end
+
+local function bucket_of(h, nb)
+  local p = top_power(nb)
+  local b = h % p
+  if b < nb - p then b = h % (2 * p) end
+  return b
+end
+
+local function bucket(b)
+  local list = buckets[b]
+  if list == nil then
+    list = {}
+    local value = redis.call('HGET', K_PERF, string.format('%d', b))
+    if value then
+      for rec in string.gmatch(value, '[^\30]+') do list[#list + 1] = rec end
+    end
+    buckets[b] = list
+  end
+  return list
+end
+
+-- Moves the records of the next bucket to split, when there are `nb` buckets.
+local function split_bucket(nb)
+  local p = top_power(nb)
+  local s = nb - p
+  local keep, move = {}, {}
+  for _, rec in ipairs(bucket(s)) do
+    if pid_hash(sub(rec, 1, find(rec, '\31', 1, true) - 1)) % (2 * p) == s then
+      keep[#keep + 1] = rec
+    else
+      move[#move + 1] = rec
+    end
+  end
+  buckets[s], buckets[s + p] = keep, move
+  dirty_buckets[s], dirty_buckets[s + p] = true, true
+end
+
+local function flush()
   for show, by in pairs(show_delta) do
     if by ~= 0 then
       local after = redis.call('HINCRBY', K_SHOWPERFS, show, by)
       local before = after - by
-      local s = 's:' .. string.sub(show, 1, 7)
+      local s = 's:' .. sub(show, 1, 7)
       if after <= 0 then redis.call('HDEL', K_SHOWPERFS, show) end
       if before <= 0 and after > 0 then
         redis.call('ZADD', K_SHOWS, show_score[show], show)
@@ -285,6 +328,7 @@ local function flush_counters()
   if total_delta ~= 0 and redis.call('HINCRBY', K_META, 'plays', total_delta) <= 0 then
     redis.call('HDEL', K_META, 'plays')
   end
+  if records ~= records_before then redis.call('HSET', K_META, 'records', records) end
   for show in pairs(dirty) do
     local list = show_lists[show]
     if #list == 0 then
@@ -293,35 +337,79 @@ local function flush_counters()
       redis.call('HSET', K_SHOWPLAYS, show, table.concat(list, SEP))
     end
   end
-end
-
-local applied, stale = 0, 0
-for base = 3, #ARGV, 7 do
-  local op, pid, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local old = redis.call('HGET', K_PERF, pid)
-  local oldrec = old and split(old) or nil
-  if oldrec and not less(oldrec[1], version) then
-    stale = stale + 1
-  else
-    applied = applied + 1
-    if oldrec and oldrec[2] == 'R' then remove_play(pid, oldrec[3], oldrec[4], oldrec[5]) end
-    if op == 'R' then
-      local song, show_id, date, title = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
-      redis.call('HSET', K_PERF, pid, table.concat({version, 'R', song, show_id, date, title}, SEP))
-      add_play(pid, song, show_id, date)
+  for b in pairs(dirty_buckets) do
+    local list = buckets[b]
+    if #list == 0 then
+      redis.call('HDEL', K_PERF, string.format('%d', b))
     else
-      redis.call('HSET', K_PERF, pid, version .. SEP .. 'X')
+      redis.call('HSET', K_PERF, string.format('%d', b), table.concat(list, '\30'))
+    end
+  end
+  for field in pairs(dirty_chunks) do
+    if chunks[field] == '' then
+      redis.call('HDEL', K_SONGPLAYS, field)
+    else
+      redis.call('HSET', K_SONGPLAYS, field, chunks[field])
+    end
+  end
+  for song in pairs(dirty_years) do
+    if year_lists[song] == '' then
+      redis.call('HDEL', K_SONGYEARS, song)
+    else
+      redis.call('HSET', K_SONGYEARS, song, year_lists[song])
     end
   end
 end
 
-flush_counters()
+local applied, stale = 0, 0
+for base = 4, #ARGV, 7 do
+  local op, pid, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local b = bucket_of(pid_hash(pid), bucket_count(records))
+  local list = bucket(b)
+  local key = pid .. '\31'
+  local at = lower_bound(list, key)
+  local rec = list[at]
+  if rec and sub(rec, 1, #key) ~= key then rec = nil end
+  local oldversion, oldshow
+  if rec then
+    local cut = find(rec, '\31', #key + 1, true)
+    if cut then
+      oldversion, oldshow = sub(rec, #key + 1, cut - 1), sub(rec, cut + 1)
+    else
+      oldversion = sub(rec, #key + 1)
+    end
+  end
+  if rec and not less(oldversion, version) then
+    stale = stale + 1
+  else
+    applied = applied + 1
+    if oldshow then remove_play(pid, oldshow) end
+    local new
+    if op == 'R' then
+      local show = ARGV[base + 5] .. '\0' .. ARGV[base + 4]
+      add_play(pid, ARGV[base + 3], show, ARGV[base + 6])
+      new = key .. version .. SEP .. show
+    else
+      new = key .. version
+    end
+    dirty_buckets[b] = true
+    if rec then
+      list[at] = new
+    else
+      table.insert(list, at, new)
+      records = records + 1
+      if bucket_count(records) > bucket_count(records - 1) then split_bucket(bucket_count(records - 1)) end
+    end
+  end
+end
+
+flush()
 
 -- Refresh what depends on a song's whole history: totals, first and last play,
 -- title (that of the latest play), windows and velocity.
 for song in pairs(touched) do
-  local lo, hi = '[' .. song .. '\0', '(' .. song .. '\1'
-  local n = redis.call('ZLEXCOUNT', K_SONGPLAYS, lo, hi)
+  local rec = redis.call('HGET', K_SONGS, song)
+  local n = (rec and tonumber(split(rec)[1]) or 0) + (sdelta[song] or 0)
   if n == 0 then
     redis.call('HDEL', K_SONGS, song)
     redis.call('HDEL', K_WIN, song)
@@ -329,13 +417,11 @@ for song in pairs(touched) do
     redis.call('ZREM', K_BYFIRST, song)
     redis.call('ZREM', K_VEL, song)
   else
-    local first = redis.call('ZRANGEBYLEX', K_SONGPLAYS, lo, hi, 'LIMIT', 0, 1)[1]
-    local last = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, hi, lo, 'LIMIT', 0, 1)[1]
-    local firstdate = string.sub(first, #song + 2, #song + 11)
+    local firstdate, lastdate = first_date(song), last_date(song)
     local firstday = day_of(firstdate)
-    local title = split(redis.call('HGET', K_PERF, string.sub(last, #song + 13)))[6]
-    redis.call('HSET', K_SONGS, song, n .. SEP .. title)
-    redis.call('ZADD', K_BYLAST, ymd(string.sub(last, #song + 2, #song + 11)), song)
+    local _, _, _, _, title = plays_on(song, lastdate)
+    redis.call('HSET', K_SONGS, song, n .. SEP .. (title == '' and song or title))
+    redis.call('ZADD', K_BYLAST, ymd(lastdate), song)
     redis.call('ZADD', K_BYFIRST, ymd(firstdate), song)
     local w = {0, 0, 0}
     local cur = redis.call('HGET', K_WIN, song)

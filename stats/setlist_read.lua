@@ -1,50 +1,17 @@
 -- Answers one setlist read from one consistent view of a vertical's state.
--- KEYS[1..13] = perf, showplays, songplays, shows, showperfs, months, songs, bylast,
---               byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys, same order)
+-- KEYS    = the vertical's keys (setlist_lib.lua; stats/keys.py: VerticalKeys)
 -- ARGV[1] = read: song | gaps | velocity | trends | stats | bustouts | debuts
 -- ARGV[2] = as_of date (YYYY-MM-DD), ARGV[3] = as_of as a YYYYMMDD number (the score form)
 -- ARGV[4..] = the read's parameters (see each branch below)
 -- Returns false when the vertical has no state; otherwise a flat array whose layout
 -- each branch documents. Scores (dates as YYYYMMDD numbers) are returned as numbers.
 
-local K_PERF, K_SHOWPLAYS, K_SONGPLAYS, K_SHOWS, K_SHOWPERFS, K_MONTHS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local K_SONGS, K_BYLAST, K_BYFIRST, K_WIN, K_VEL, K_META = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-local K_BUST = KEYS[13]
-
-local SEP = '\31'
+-- include: setlist_lib
 
 if redis.call('EXISTS', K_PERF) == 0 then return false end
 
-local LAYOUT = '2'  -- stats/keys.py: SETLIST_LAYOUT
 local layout = redis.call('HGET', K_META, 'layout')
 if layout ~= LAYOUT then return redis.error_reply('STATELAYOUT ' .. (layout or '1') .. ' ' .. LAYOUT) end
-
--- Byte order, whatever collation the server's locale has.
-local function less(a, b)
-  if a == b then return false end
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-
-local function ymd(date)
-  return tonumber(string.sub(date, 1, 4) .. string.sub(date, 6, 7) .. string.sub(date, 9, 10))
-end
-
-local function day_of(date)
-  local y = tonumber(string.sub(date, 1, 4))
-  local m = tonumber(string.sub(date, 6, 7))
-  local d = tonumber(string.sub(date, 9, 10))
-  if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
 
 local read, asof, asofday = ARGV[1], ARGV[2], tonumber(ARGV[3])  -- asofday: YYYYMMDD
 
@@ -102,32 +69,17 @@ end
 
 -- Plays of `song` dated after `after` (a date, or nil) up to as_of.
 local function plays_upto(song, after)
-  local lo = after and ('(' .. song .. '\0' .. after .. '\1') or ('[' .. song .. '\0')
-  return redis.call('ZLEXCOUNT', K_SONGPLAYS, lo, '(' .. song .. '\0' .. asof .. '\1')
+  return count_upto(song, asof) - (after and count_upto(song, after) or 0)
 end
 
--- The latest play of `song` on or before as_of: date, performance_id.
+-- The latest play date of `song` on or before as_of.
 local function last_upto(song)
-  local m = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. song .. '\0' .. asof .. '\1',
-    '[' .. song .. '\0', 'LIMIT', 0, 1)[1]
-  if not m then return nil end
-  return string.sub(m, #song + 2, #song + 11), string.sub(m, #song + 13)
-end
-
-local function first_play(song)
-  local m = redis.call('ZRANGEBYLEX', K_SONGPLAYS, '[' .. song .. '\0', '(' .. song .. '\1',
-    'LIMIT', 0, 1)[1]
-  return string.sub(m, #song + 2, #song + 11), string.sub(m, #song + 13)
+  return play_before(song, asof, true)
 end
 
 local function shows_between(lo, hi)
   -- shows dated lo < d <= hi (YYYYMMDD)
   return redis.call('ZCOUNT', K_SHOWS, '(' .. lo, hi)
-end
-
--- song, show_id and show date of a present performance's record.
-local function play_of(rec)
-  return string.match(rec, '^[^\31]*\31R\31([^\31]*)\31([^\31]*)\31([^\31]*)')
 end
 
 -- The counters in `win` as of the day in meta (0, 0, 0 when the song has none).
@@ -152,8 +104,8 @@ if read == 'song' then
     total = plays_upto(song, nil)
     if total == 0 then return {} end
     title = title_of(song)
-    first = ymd((first_play(song)))
-    last = ymd((last_upto(song)))
+    first = ymd(first_date(song))
+    last = ymd(last_upto(song))
   end
   local p30, p90, p365
   if redis.call('HGET', K_META, 'today') == asof then
@@ -321,32 +273,59 @@ elseif read == 'bustouts' then
   -- indexed in `bust`
   -- -> 8 per row: song, title, date, show_id, gap_days, gap_shows, previous date, pid
   local from, gap_min, shows_min = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-  -- Indexed candidates when the threshold allows, else every play of the window.
-  local pids
+  -- Candidates {song, show_id, pid, date, previous play's date}: the indexed plays when
+  -- the threshold allows, else every play of the window.
+  local cands = {}
   if gap_min >= tonumber(ARGV[7]) then
-    pids = redis.call('ZRANGEBYSCORE', K_BUST, '(' .. from, asofday)
+    local found = redis.call('ZRANGEBYSCORE', K_BUST, '(' .. from, asofday, 'WITHSCORES')
+    for i = 1, #found, 2 do
+      local m, score = found[i], tonumber(found[i + 1])
+      local a = find(m, '\0', 1, true)
+      local b = find(m, '\0', a + 1, true)
+      local song = sub(m, 1, a - 1)
+      local date = string.format('%04d-%02d-%02d', math.floor(score / 10000),
+        math.floor(score / 100) % 100, score % 100)
+      cands[#cands + 1] = {song, sub(m, a + 1, b - 1), sub(m, b + 1), date, play_before(song, date, false)}
+    end
   else
-    pids = {}
+    -- Plays of one song on one day, by performance_id: the first one's previous play
+    -- lies on an earlier day, each other's on the same day.
     local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, '(' .. from, asofday)
-    for _, entries in ipairs(hmget(K_SHOWPLAYS, shows)) do
+    local groups, order = {}, {}
+    for i, entries in ipairs(hmget(K_SHOWPLAYS, shows)) do
+      local date, show_id = sub(shows[i], 1, 10), sub(shows[i], 12)
       for entry in string.gmatch(entries, '[^\31]+') do
-        pids[#pids + 1] = string.sub(entry, string.find(entry, '\0', 1, true) + 1)
+        local z = find(entry, '\0', 1, true)
+        local song = sub(entry, 1, z - 1)
+        local group = song .. '\0' .. date
+        local plays = groups[group]
+        if not plays then
+          plays = {}
+          groups[group] = plays
+          order[#order + 1] = {song, date, plays}
+        end
+        plays[#plays + 1] = {sub(entry, z + 1, find(entry, '\0', z + 1, true) - 1), show_id}
+      end
+    end
+    for _, g in ipairs(order) do
+      local song, date, plays = g[1], g[2], g[3]
+      table.sort(plays, function(x, y) return less(x[1], y[1]) end)
+      for j, play in ipairs(plays) do
+        local prev = date
+        if j == 1 then prev = play_before(song, date, false) end
+        cands[#cands + 1] = {song, play[2], play[1], date, prev}
       end
     end
   end
-  local recs = hmget(K_PERF, pids)
   local rows, songs, seen = {}, {}, {}
-  for i, pid in ipairs(pids) do
-    local song, show_id, date = play_of(recs[i])
-    local prev = redis.call('ZREVRANGEBYLEX', K_SONGPLAYS, '(' .. song .. '\0' .. date .. '\0' .. pid,
-      '[' .. song .. '\0', 'LIMIT', 0, 1)[1]
-    if prev then
-      local prevdate = string.sub(prev, #song + 2, #song + 11)
+  for _, c in ipairs(cands) do
+    local song, date, prevdate = c[1], c[4], c[5]
+    if prevdate then
       local gap = day_of(date) - day_of(prevdate)
       if gap >= gap_min then
         local gap_shows = shows_between(ymd(prevdate), ymd(date))
         if gap_shows >= shows_min then
-          rows[#rows + 1] = {song, false, date, show_id, gap, gap_shows, prevdate, pid}
+          rows[#rows + 1] = {song, false, date, c[2], gap, gap_shows, prevdate, c[3]}
           if not seen[song] then
             seen[song] = true
             songs[#songs + 1] = song
@@ -373,23 +352,19 @@ elseif read == 'bustouts' then
 
 elseif read == 'debuts' then
   -- ARGV[4] = as_of - days (YYYYMMDD, excluded)
-  -- -> 5 per row: song, title, debut (YYYYMMDD), show_id, plays up to as_of
+  -- -> 5 per row: song, title, debut (YYYYMMDD), show_id of the first play, plays up to as_of
   local out = {}
   local found = redis.call('ZRANGEBYSCORE', K_BYFIRST, '(' .. ARGV[4], asofday, 'WITHSCORES')
   if #found == 0 then return out end
-  local songs, pids = {}, {}
-  for i = 1, #found, 2 do
-    local song = found[i]
-    local _, pid = first_play(song)
-    songs[#songs + 1], pids[#pids + 1] = song, pid
-  end
-  local perfs, recs = hmget(K_PERF, pids), hmget(K_SONGS, songs)
+  local songs = {}
+  for i = 1, #found, 2 do songs[#songs + 1] = found[i] end
+  local recs = hmget(K_SONGS, songs)
   local exact = nothing_after()
   for i, song in ipairs(songs) do
-    local _, show_id = play_of(perfs[i])
+    local _, show = plays_on(song, first_date(song))
     local total, title = total_title(recs[i])
     if not exact then total = plays_upto(song, nil) end
-    for _, v in ipairs({song, title, tonumber(found[2 * i]), show_id, total}) do
+    for _, v in ipairs({song, title, tonumber(found[2 * i]), sub(show, 12), total}) do
       out[#out + 1] = v
     end
   end

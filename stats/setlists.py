@@ -105,7 +105,7 @@ class SetlistStore:
             return ApplyResult()
         apply_script = script(self.client, "setlist_apply")
         pipe = self.client.pipeline(transaction=False)
-        head = [today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)]
+        head = apply_head(today)
         step = EVENTS_PER_CALL * ARGS_PER_EVENT
         calls: list[str] = []  # the vertical of each reply
         for vertical, args in by_vertical.items():
@@ -128,7 +128,7 @@ class SetlistStore:
         try:
             script(self.client, "setlist_apply")(
                 keys=list(self.keys(vertical)),
-                args=[today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS)],
+                args=apply_head(today),
             )
         except ResponseError as exc:
             raise _script_error(vertical, exc) from None
@@ -314,6 +314,11 @@ class SetlistStore:
                 for song, title, day, show_id, total in found
             ],
         )
+
+
+def apply_head(today: dt.date) -> list[str]:
+    """The arguments ``setlist_apply.lua`` takes before the events."""
+    return [today.isoformat(), str(keys.BUSTOUT_INDEX_DAYS), str(keys.PERF_BUCKET_LOAD)]
 
 
 def _desc(date: str) -> int:

@@ -478,24 +478,31 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
     # Date scores are YYYYMMDD numbers.
     d = {"2024-01-01": 20240101, "2024-03-09": 20240309, "2024-04-01": 20240401}
     assert c.sismember(f"{p}:verticals", V)
-    assert c.hget(k + "perf", "p2") == SEP.join(
-        [events[1].version, "R", "a", "s2", "2024-03-09", "Song A!"]
-    )
     # version: UTC nanoseconds since 0001-01-01 in 21 digits, "|", event_id.
     assert events[1].version == "063839664000000000000|" + events[1].event_id
-    assert c.hget(k + "perf", "p5") == events[4].version + SEP + "X"
-    # A date's plays, each 'song\0performance_id', sorted.
-    assert c.hgetall(k + "showplays") == {
-        "2024-01-01\x00s1": "a\x00p1",
-        "2024-03-09\x00s2": "a\x00p2\x1fb\x00p3",
-        "2024-04-01\x00s3": "b\x00p4",
+    # Five records fit one bucket: each 'pid 0x1F version 0x1F date\0show_id' (or no
+    # show for a retracted one), in performance_id order, joined by 0x1E.
+    assert keys.perf_buckets(5) == 1
+    shows = ["2024-01-01\x00s1", "2024-03-09\x00s2", "2024-03-09\x00s2", "2024-04-01\x00s3"]
+    assert c.hgetall(k + "perf") == {
+        "0": "\x1e".join(
+            [
+                SEP.join([e.performance_id, e.version, show])
+                for e, show in zip(events[:4], shows, strict=True)
+            ]
+            + [SEP.join(["p5", events[4].version])]
+        )
     }
-    assert c.zrange(k + "songplays", 0, -1) == [
-        "a\x002024-01-01\x00p1",
-        "a\x002024-03-09\x00p2",
-        "b\x002024-03-09\x00p3",
-        "b\x002024-04-01\x00p4",
-    ]
+    assert c.hget(k + "meta", "records") == "5"
+    # A show's plays, each 'song\0performance_id\0title' (empty: the slug), sorted.
+    assert c.hgetall(k + "showplays") == {
+        "2024-01-01\x00s1": "a\x00p1\x00Song A",
+        "2024-03-09\x00s2": "a\x00p2\x00Song A!\x1fb\x00p3\x00",
+        "2024-04-01\x00s3": "b\x00p4\x00",
+    }
+    # A song's play days per year, MMDD each; its years with a 6-digit count each.
+    assert c.hgetall(k + "songplays") == {"a\x002024": "01010309", "b\x002024": "03090401"}
+    assert c.hgetall(k + "songyears") == {"a": "2024000002", "b": "2024000002"}
     assert c.zrange(k + "shows", 0, -1, withscores=True) == [
         ("2024-01-01\x00s1", d["2024-01-01"]),
         ("2024-03-09\x00s2", d["2024-03-09"]),
@@ -521,7 +528,7 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
     assert c.hget(k + "win", "b") == SEP.join(["1", "1", "1"])  # p4 is after today
     assert c.zrange(k + "vel", 0, -1, withscores=True) == [("a", -(3 + 4 + 2)), ("b", -6)]
     # p2 follows p1 by 68 days: indexed only when that reaches the index's threshold.
-    indexed = [("p2", d["2024-03-09"])] if 68 >= BUSTOUT_INDEX_DAYS else []
+    indexed = [("a\x00s2\x00p2", d["2024-03-09"])] if 68 >= BUSTOUT_INDEX_DAYS else []
     assert c.zrange(k + "bust", 0, -1, withscores=True) == indexed
 
 
@@ -572,6 +579,22 @@ def test_an_accepted_event_can_be_applied(store: SetlistStore, occurred_at: str)
 
 def test_both_scripts_keep_the_layout_of_stats_keys() -> None:
     """The scripts refuse state in another layout: theirs must be the one of stats/keys.py."""
-    for name in ("setlist_apply.lua", "setlist_read.lua"):
+    for name in ("setlist_lib.lua",):
         text = (Path(keys.__file__).parent / name).read_text()
         assert f"local LAYOUT = '{keys.SETLIST_LAYOUT}'" in text, name
+
+
+def test_each_record_lies_in_the_bucket_perf_bucket_names(
+    store: SetlistStore, backend: Backend
+) -> None:
+    """stats/keys.py perf_bucket and the apply script place records alike, non-ASCII ids
+    (hashed as UTF-8 bytes) and buckets split while one batch is applied included."""
+    pids = [f"{name}-{i}" for i in range(40) for name in ("p", "пьеса", "曲")]
+    events = [recorded(p, f"s{i % 7}", f"show{i % 9}", "2024-01-05") for i, p in enumerate(pids)]
+    store.apply(events[:50], D)
+    store.apply([*events[50:], retracted(pids[3], at=5)], D)
+    perf = backend.client.hgetall(f"{backend.prefix}:{{v:{V}}}:perf")
+    assert len(perf) == keys.perf_buckets(len(pids)) > 4
+    placed = {r.split(SEP)[0]: int(b) for b, records in perf.items() for r in records.split("\x1e")}
+    assert placed == {pid: keys.perf_bucket(pid, len(pids)) for pid in pids}
+    assert store.stats(V, D).total_performances == len(pids) - 1

@@ -28,7 +28,10 @@ except ImportError:  # pragma: no cover - hiredis is a dependency; this is the s
     hiredis = None
 
 SEP = "\x1f"
-"""Separates the fields of a ``perf``, ``songs`` and ``win`` value (as in the scripts)."""
+"""Separates the fields of a ``perf`` record, ``songs`` and ``win`` value (as in the scripts)."""
+
+RECORD_SEP = "\x1e"
+"""Separates the records of a ``perf`` bucket."""
 
 WINDOWS = (30, 90, 365)
 """The windows of ``win``, in days, in the order they are stored."""
@@ -116,38 +119,31 @@ def commands(
     if not won:
         return
     dates = _Dates()
-    perf, songplays = _Flat("HSET", vkeys.perf), _Flat("ZADD", vkeys.songplays)
-    perf_args, songplays_args = perf.args, songplays.args
+    nbuckets = keys.perf_buckets(len(won))
+    bucket_of, pid_hash = keys.bucket_of, keys.pid_hash
+    buckets: dict[int, list[str]] = defaultdict(list)
     showplays: dict[str, list[str]] = defaultdict(list)
     showperfs: dict[str, int] = {}
     showperfs_get = showperfs.get
-    by_song: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    chunk = 2 * WRITE_CHUNK
+    by_song: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
     for pid, (version, fields) in won.items():  # locals only: the hot loop of a rebuild
+        bucket = buckets[bucket_of(pid_hash(pid), nbuckets)]
         if fields is None:
-            perf_args += (pid, f"{version}{SEP}X")
+            bucket.append(f"{pid}{SEP}{version}")
         else:
             song, show_id, date, title = fields.split(FIELD_SEP)
-            if title:  # fields reads song, show_id, date, title as perf stores them
-                perf_args += (pid, f"{version}{SEP}R{SEP}{fields}")
-            else:
-                title = song
-                perf_args += (pid, f"{version}{SEP}R{SEP}{fields}{song}")
-            songplays_args += (0, f"{song}\0{date}\0{pid}")
             show = f"{date}\0{show_id}"
-            showplays[show].append(f"{song}\0{pid}")
+            bucket.append(f"{pid}{SEP}{version}{SEP}{show}")
+            showplays[show].append(f"{song}\0{pid}\0{'' if title in ('', song) else title}")
             showperfs[show] = showperfs_get(show, 0) + 1
-            by_song[song].append((date, pid, title))
-        if len(perf_args) >= chunk:  # Redis stores these while the next ones are made
-            for flat in (perf, songplays):
-                yield from flat.take()
-            perf_args, songplays_args = perf.args, songplays.args
-    for flat in (perf, songplays):
-        yield from flat.take()
+            by_song[song].append((date, pid, title or song, show_id))
+    # str order is UTF-8 byte order: the order the apply script keeps entries in
+    yield from _mapping(
+        "HSET", vkeys.perf, ((str(b), RECORD_SEP.join(sorted(r))) for b, r in buckets.items())
+    )
     yield from _mapping(
         "HSET",
         vkeys.showplays,
-        # str order is UTF-8 byte order: the order the apply script keeps entries in
         ((show, SEP.join(sorted(entries))) for show, entries in showplays.items()),
     )
 
@@ -163,24 +159,50 @@ def commands(
     yield from _songs(by_song, dates, vkeys, day_number(today), bust_days)
     present = sum(showperfs.values())
     counts = ("plays", present) if present else ()
-    yield ("HSET", vkeys.meta, "today", today.isoformat(), "layout", keys.SETLIST_LAYOUT, *counts)
+    yield (
+        "HSET",
+        vkeys.meta,
+        "today",
+        today.isoformat(),
+        "layout",
+        keys.SETLIST_LAYOUT,
+        "records",
+        len(won),
+        *counts,
+    )
+
+
+def song_dates(plays: Sequence[tuple[str, ...]]) -> tuple[dict[str, str], str]:
+    """A song's ``songplays`` chunks (year -> MMDD of each play) and its ``songyears``
+    value, from its plays sorted by date (each play's date first)."""
+    chunks: dict[str, list[str]] = defaultdict(list)
+    for play in plays:
+        date = play[0]
+        chunks[date[:4]].append(date[5:7] + date[8:10])
+    years = "".join(f"{year}{len(days):06d}" for year, days in chunks.items())
+    return {year: "".join(days) for year, days in chunks.items()}, years
 
 
 def _songs(
-    by_song: dict[str, list[tuple[str, str, str]]],
+    by_song: dict[str, list[tuple[str, str, str, str]]],
     dates: _Dates,
     vkeys: keys.VerticalKeys,
     now: int,
     bust_days: int,
 ) -> Iterator[Command]:
-    """What depends on each song's whole history: totals, first and last play, title
-    (that of the latest play), windows, velocity and the bustout index."""
+    """What depends on each song's whole history: its play dates, totals, first and
+    last play, title (that of the latest play), windows, velocity and the bustout index."""
     songs, win = _Flat("HSET", vkeys.songs), _Flat("HSET", vkeys.win)
     bylast, byfirst = _Flat("ZADD", vkeys.bylast), _Flat("ZADD", vkeys.byfirst)
     vel, bust = _Flat("ZADD", vkeys.vel), _Flat("ZADD", vkeys.bust)
+    songplays, songyears = _Flat("HSET", vkeys.songplays), _Flat("HSET", vkeys.songyears)
     for song, song_plays in by_song.items():
-        song_plays.sort()  # (date, performance_id): the order of ``songplays``
-        days = [dates[date][0] for date, _, _ in song_plays]
+        song_plays.sort()  # (date, performance_id): the order plays of a song follow
+        days = [dates[date][0] for date, _, _, _ in song_plays]
+        chunks, years = song_dates(song_plays)
+        for year, chunk in chunks.items():
+            songplays.args += (f"{song}\0{year}", chunk)
+        songyears.args += (song, years)
         songs.args += (song, f"{len(song_plays)}{SEP}{song_plays[-1][2]}")
         bylast.args += (dates[song_plays[-1][0]][1], song)
         byfirst.args += (dates[song_plays[0][0]][1], song)
@@ -197,8 +219,11 @@ def _songs(
             vel.args += (-(3 * counts[0] + 2 * counts[1] + counts[2]), song)
         for i in range(1, len(days)):
             if days[i] - days[i - 1] >= bust_days:
-                bust.args += (dates[song_plays[i][0]][1], song_plays[i][1])
-    for flat in (songs, win, bylast, byfirst, vel, bust):
+                date, pid, _, show_id = song_plays[i]
+                bust.args += (dates[date][1], f"{song}\0{show_id}\0{pid}")
+        if len(songplays.args) >= 2 * WRITE_CHUNK:
+            yield from songplays.take()
+    for flat in (songplays, songyears, songs, win, bylast, byfirst, vel, bust):
         while flat.args:  # a song has at most a few thousand plays: chunk once, at the end
             head, flat.args = flat.args[: 2 * WRITE_CHUNK], flat.args[2 * WRITE_CHUNK :]
             yield (flat.verb, flat.key, *head)

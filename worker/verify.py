@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +22,15 @@ from stats import keys
 from worker import verify_sql as q
 from worker.connections import Connections
 from worker.eventlog import EventLog
+from worker.rebuild_setlists import song_dates
 
 log = logging.getLogger(__name__)
 
 SEP = "\x1f"
 """Field separator inside stored values (as in the scripts)."""
+
+RECORD_SEP = "\x1e"
+"""Separates the records of a ``perf`` bucket (as in the scripts)."""
 
 RATE_UNITS = 10**7
 """Stored engagement rates are integers in units of 1e-7 percent."""
@@ -141,32 +146,44 @@ class Verifier:
             else self.conns.settings.current_date()
         )
 
-        perf: dict[str, str] = {}
-        showplays: dict[str, list[str]] = {}
-        songplays: dict[str, str] = {}
+        records: dict[int, list[str]] = defaultdict(list)
+        showplays: dict[str, list[str]] = defaultdict(list)
+        song_plays: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for pid, version, kind, song, show_id, date, title in winners:
+            bucket = records[keys.perf_bucket(pid, len(winners))]
             if kind == q.RECORDED:
-                perf[pid] = SEP.join((version, "R", song, show_id, date, title))
-                showplays.setdefault(f"{date}\0{show_id}", []).append(f"{song}\0{pid}")
-                songplays[f"{song}\0{date}\0{pid}"] = "0"
+                show = f"{date}\0{show_id}"
+                bucket.append(f"{pid}{SEP}{version}{SEP}{show}")
+                shown = "" if title in (None, "", song) else title
+                showplays[show].append(f"{song}\0{pid}\0{shown}")
+                song_plays[song].append((date, pid))
             else:
-                perf[pid] = version + SEP + "X"
-        drifts += compare(k.perf, perf, self._hash(k.perf))
+                bucket.append(f"{pid}{SEP}{version}")
+        drifts += compare(
+            k.perf,
+            {str(b): RECORD_SEP.join(sorted(recs)) for b, recs in records.items()},
+            self._hash(k.perf),
+        )
         drifts += compare(
             k.showplays,
             {show: SEP.join(sorted(entries)) for show, entries in showplays.items()},
             self._hash(k.showplays),
         )
-        drifts += compare(k.songplays, songplays, self._zset(k.songplays))
-        meta = dict(
-            zip(("plays", "layout"), self.client.hmget(k.meta, "plays", "layout"), strict=True)
-        )
+        songplays: dict[str, str] = {}
+        songyears: dict[str, str] = {}
+        for song, plays in song_plays.items():
+            chunks, songyears[song] = song_dates(sorted(plays))
+            for year, chunk in chunks.items():
+                songplays[f"{song}\0{year}"] = chunk
+        drifts += compare(k.songplays, songplays, self._hash(k.songplays))
+        drifts += compare(k.songyears, songyears, self._hash(k.songyears))
+        present = sum(len(plays) for plays in song_plays.values())
+        figures = ("plays", "layout", "records")
+        meta = dict(zip(figures, self.client.hmget(k.meta, *figures), strict=True))
+        held = {"layout": keys.SETLIST_LAYOUT, "records": str(len(winners))} if winners else {}
         drifts += compare(
             k.meta,
-            {
-                **({"plays": str(len(songplays))} if songplays else {}),
-                **({"layout": keys.SETLIST_LAYOUT} if winners else {}),
-            },
+            {**({"plays": str(present)} if present else {}), **held},
             {figure: value for figure, value in meta.items() if value is not None},
         )
 
@@ -204,8 +221,10 @@ class Verifier:
         drifts += compare(k.vel, vel, self._zset(k.vel))
 
         bust = {
-            pid: _ymd(date)
-            for pid, date in self._rows(q.bustouts_query(d, vertical, keys.BUSTOUT_INDEX_DAYS))
+            f"{song}\0{show_id}\0{pid}": _ymd(date)
+            for song, show_id, pid, date in self._rows(
+                q.bustouts_query(d, vertical, keys.BUSTOUT_INDEX_DAYS)
+            )
         }
         drifts += compare(k.bust, bust, self._zset(k.bust))
         return drifts

@@ -157,9 +157,12 @@ def songs_query(dialect: str, vertical: str, today: dt.date) -> sa.Select[Any]:
 
 
 def bustouts_query(dialect: str, vertical: str, gap_days: int) -> sa.Select[Any]:
-    """pid, show_date of each play whose previous play of the song is >= gap_days earlier."""
+    """song, show_id, pid, show_date of each play whose previous play of the song (by
+    date, then performance_id) is >= gap_days earlier."""
     _, plays = present_plays(dialect, vertical)
     with_previous = sa.select(
+        plays.c.song,
+        plays.c.show_id,
         plays.c.pid,
         plays.c.show_date,
         plays.c.day,
@@ -170,7 +173,8 @@ def bustouts_query(dialect: str, vertical: str, gap_days: int) -> sa.Select[Any]
         )
         .label("previous"),
     ).cte("with_previous")
-    return sa.select(with_previous.c.pid, with_previous.c.show_date).where(
+    w = with_previous.c
+    return sa.select(w.song, w.show_id, w.pid, w.show_date).where(
         with_previous.c.day - with_previous.c.previous >= gap_days
     )
 

@@ -1,0 +1,253 @@
+-- What setlist_apply.lua and setlist_read.lua share: the keys, dates, byte order, a
+-- show's play list and a song's play dates. stats/scripts.py puts this text where a
+-- script says `-- include: setlist_lib`.
+-- KEYS[1..14] = perf, showplays, songplays, songyears, shows, showperfs, months, songs,
+--               bylast, byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys)
+
+local K_PERF, K_SHOWPLAYS, K_SONGPLAYS, K_SONGYEARS, K_SHOWS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_SHOWPERFS, K_MONTHS, K_SONGS, K_BYLAST, K_BYFIRST = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_WIN, K_VEL, K_META, K_BUST = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+
+local SEP = '\31'
+local LAYOUT = '3'  -- stats/keys.py: SETLIST_LAYOUT
+
+local sub, find, byte = string.sub, string.find, string.byte
+
+-- Byte order, whatever collation the server's locale has.
+local function less(a, b)
+  if a == b then return false end
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = byte(a, i), byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local function split(s)
+  local out, start = {}, 1
+  while true do
+    local i = find(s, SEP, start, true)
+    if not i then
+      out[#out + 1] = sub(s, start)
+      return out
+    end
+    out[#out + 1] = sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+
+-- A call meets a few dates many times over (a show's every play): each is converted once.
+local days_of, ymds_of = {}, {}
+
+-- Days since 1970-01-01 of a YYYY-MM-DD date (proleptic Gregorian).
+local function day_of(date)
+  local z = days_of[date]
+  if z == nil then
+    local y = tonumber(sub(date, 1, 4))
+    local m = tonumber(sub(date, 6, 7))
+    local d = tonumber(sub(date, 9, 10))
+    if m <= 2 then y = y - 1 end
+    local era = math.floor(y / 400)
+    local yoe = y - era * 400
+    local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+    local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+    z = era * 146097 + doe - 719468
+    days_of[date] = z
+  end
+  return z
+end
+
+-- The YYYYMMDD score of a YYYY-MM-DD date.
+local function ymd(date)
+  local n = ymds_of[date]
+  if n == nil then
+    n = tonumber(sub(date, 1, 4) .. sub(date, 6, 7) .. sub(date, 9, 10))
+    ymds_of[date] = n
+  end
+  return n
+end
+
+-- The first index of the sorted `list` whose entry is not less than `entry`.
+local function lower_bound(list, entry)
+  local lo, hi = 1, #list + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if less(list[mid], entry) then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+-- The plays of a show ('date\0show_id'): 'song\0performance_id\0title' entries in byte
+-- order (title empty when it is the song's slug), read once per call.
+local show_lists = {}
+
+local function show_list(show)
+  local list = show_lists[show]
+  if list == nil then
+    list = {}
+    local stored = redis.call('HGET', K_SHOWPLAYS, show)
+    if stored then
+      for entry in string.gmatch(stored, '[^\31]+') do list[#list + 1] = entry end
+    end
+    show_lists[show] = list
+  end
+  return list
+end
+
+-- Shows the caller has given plays that `shows` does not list yet: date -> {show = true}.
+local new_shows = {}
+
+-- The plays of `song` dated `date`, over every show of that day: the least and the
+-- greatest performance_id, with the show ('date\0show_id') of each and the title of
+-- the greatest; nil when there is none.
+local function plays_on(song, date)
+  local lo, lo_show, hi, hi_show, hi_title
+  local prefix = song .. '\0'
+  local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, ymd(date), ymd(date))
+  local listed = {}
+  for _, show in ipairs(shows) do listed[show] = true end
+  for show in pairs(new_shows[date] or {}) do
+    if not listed[show] then shows[#shows + 1] = show end
+  end
+  for _, show in ipairs(shows) do
+    local list = show_list(show)
+    local i = lower_bound(list, prefix)
+    while list[i] and sub(list[i], 1, #prefix) == prefix do
+      local rest = sub(list[i], #prefix + 1)
+      local z = find(rest, '\0', 1, true)
+      local pid = sub(rest, 1, z - 1)
+      if lo == nil or less(pid, lo) then lo, lo_show = pid, show end
+      if hi == nil or less(hi, pid) then hi, hi_show, hi_title = pid, show, sub(rest, z + 1) end
+      i = i + 1
+    end
+  end
+  return lo, lo_show, hi, hi_show, hi_title
+end
+
+-- A song's play dates: `songplays` 'song\0YYYY' -> the MMDD of each play that year,
+-- 4 digits each, ascending (a date played twice is there twice); `songyears` song ->
+-- 'YYYY' and a 6-digit count per year with plays, ascending. Read once per call.
+local chunks, year_lists = {}, {}
+local YEAR_WIDTH = 10
+
+local function chunk(song, year)
+  local field = song .. '\0' .. year
+  local c = chunks[field]
+  if c == nil then
+    c = redis.call('HGET', K_SONGPLAYS, field) or ''
+    chunks[field] = c
+  end
+  return c
+end
+
+local function year_list(song)
+  local s = year_lists[song]
+  if s == nil then
+    s = redis.call('HGET', K_SONGYEARS, song) or ''
+    year_lists[song] = s
+  end
+  return s
+end
+
+-- The first slot (1-based) of the fixed-width list `s` whose leading 4 digits are
+-- >= k (> k when `after`); one past the last slot when there is none.
+local function search(s, width, k, after)
+  local lo, hi = 1, #s / width + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local at = (mid - 1) * width
+    local v = tonumber(sub(s, at + 1, at + 4))
+    if v < k or (after and v == k) then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+local function mmdd(date)
+  return tonumber(sub(date, 6, 7) .. sub(date, 9, 10))
+end
+
+-- The date of slot i of the chunk `c` of `year`.
+local function date_at(year, c, i)
+  local at = (i - 1) * 4
+  return year .. '-' .. sub(c, at + 1, at + 2) .. '-' .. sub(c, at + 3, at + 4)
+end
+
+local function year_at(list, j)
+  return sub(list, (j - 1) * YEAR_WIDTH + 1, (j - 1) * YEAR_WIDTH + 4)
+end
+
+-- The latest play date of `song` before `date` (on or before it when `inclusive`).
+local function play_before(song, date, inclusive)
+  local year = sub(date, 1, 4)
+  local c = chunk(song, year)
+  local i = search(c, 4, mmdd(date), inclusive) - 1
+  if i >= 1 then return date_at(year, c, i) end
+  local list = year_list(song)
+  local j = search(list, YEAR_WIDTH, tonumber(year), false) - 1
+  if j < 1 then return nil end
+  local y = year_at(list, j)
+  local cy = chunk(song, y)
+  return date_at(y, cy, #cy / 4)
+end
+
+-- The earliest play date of `song` after `date`.
+local function play_after(song, date)
+  local year = sub(date, 1, 4)
+  local c = chunk(song, year)
+  local i = search(c, 4, mmdd(date), true)
+  if i <= #c / 4 then return date_at(year, c, i) end
+  local list = year_list(song)
+  local j = search(list, YEAR_WIDTH, tonumber(year), true)
+  if j > #list / YEAR_WIDTH then return nil end
+  local y = year_at(list, j)
+  return date_at(y, chunk(song, y), 1)
+end
+
+local function first_date(song)
+  local list = year_list(song)
+  if list == '' then return nil end
+  local y = year_at(list, 1)
+  return date_at(y, chunk(song, y), 1)
+end
+
+local function last_date(song)
+  local list = year_list(song)
+  if list == '' then return nil end
+  local y = year_at(list, #list / YEAR_WIDTH)
+  local c = chunk(song, y)
+  return date_at(y, c, #c / 4)
+end
+
+-- Plays of `song` dated on or before `date`.
+local function count_upto(song, date)
+  local list = year_list(song)
+  local year = tonumber(sub(date, 1, 4))
+  local n = 0
+  for j = 1, #list / YEAR_WIDTH do
+    local at = (j - 1) * YEAR_WIDTH
+    if tonumber(sub(list, at + 1, at + 4)) >= year then break end
+    n = n + tonumber(sub(list, at + 5, at + YEAR_WIDTH))
+  end
+  return n + search(chunk(song, sub(date, 1, 4)), 4, mmdd(date), true) - 1
+end
+
+-- Plays of `song` dated `date`.
+local function count_on(song, date)
+  local c, md = chunk(song, sub(date, 1, 4)), mmdd(date)
+  return search(c, 4, md, true) - search(c, 4, md, false)
+end
+
+-- The `bust` member of a play: 'song\0show_id\0performance_id'.
+local function bust_member(song, show, pid)
+  return song .. '\0' .. sub(show, 12) .. '\0' .. pid
+end
+
+-- The `bust` member of `song` dated `date`, or nil (a song has at most one a day).
+local function bust_on(song, date)
+  local prefix = song .. '\0'
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', K_BUST, ymd(date), ymd(date))) do
+    if sub(m, 1, #prefix) == prefix then return m end
+  end
+  return nil
+end
