@@ -15,8 +15,9 @@ perf        hash   the record of every performance, in buckets: field ``n`` (a d
                    number) -> records joined by the byte 0x1E, in byte order; a record
                    is ``performance_id 0x1F version 0x1F date\\0show_id`` for a present
                    performance, ``performance_id 0x1F version`` for a retracted one.
-                   ``version`` is the UTC nanosecond timestamp (21 digits) + ``|`` +
-                   event_id. Bucket of a performance: :func:`perf_bucket`
+                   ``version`` is :func:`stored_version`: the event's UTC nanosecond
+                   timestamp in 12 sortable base-64 digits, then its event_id. Bucket of
+                   a performance: :func:`perf_bucket`
 showplays   hash   ``date\\0show_id`` -> the show's present performances, each written
                    ``song\\0performance_id\\0song_title`` (title empty when it is the
                    slug), sorted bytewise and joined by 0x1F
@@ -71,6 +72,7 @@ Operations: ``P:metrics`` (hash) holds the counters behind ``GET /metrics``:
 
 from __future__ import annotations
 
+import base64
 from typing import NamedTuple
 
 BUSTOUT_INDEX_DAYS = 180
@@ -98,6 +100,20 @@ def perf_bucket(performance_id: str, records: int) -> int:
     ``h % 2p`` when that is below ``n - p`` (that bucket has been split already).
     """
     return bucket_of(pid_hash(performance_id), perf_buckets(records))
+
+
+_SORTABLE_DIGITS = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_TO_SORTABLE = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", _SORTABLE_DIGITS
+)
+
+
+def stored_version(version: str) -> str:
+    """A version (``events.fields.version_of``: 21 digits, ``|``, event_id) as ``perf``
+    keeps it: the 21-digit timestamp as 12 base-64 digits whose byte order is their
+    numeric order, then the event_id. Byte order is kept; 10 bytes are saved."""
+    stamp = int(version[:21]).to_bytes(9, "big")
+    return base64.b64encode(stamp).translate(_TO_SORTABLE).decode() + version[22:]
 
 
 PID_MODULUS = 2654435761

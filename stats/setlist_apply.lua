@@ -119,40 +119,30 @@ elseif now > today then
   redis.call('HSET', K_META, 'today', ARGV[1])
 end
 
--- A song's play dates (setlist_lib.lua), changed here and written back at the end.
+-- A song's play dates (setlist_lib.lua), changed here and written back at the end;
+-- a year's count in `songyears` is set from its chunk then.
 local dirty_chunks, dirty_years = {}, {}
 
-local function year_count(song, year, by)
+-- Adds `year` to the years of `song` (with a count set at the end), or drops it.
+local function year_mark(song, year, present)
   local list = year_list(song)
-  local y = tonumber(year)
-  local j = search(list, YEAR_WIDTH, y, false)
+  local j = search(list, YEAR_WIDTH, tonumber(year), false)
   local at = (j - 1) * YEAR_WIDTH
-  local n = by
-  if j <= #list / YEAR_WIDTH and tonumber(sub(list, at + 1, at + 4)) == y then
-    n = tonumber(sub(list, at + 5, at + YEAR_WIDTH)) + by
+  if present then
+    list = sub(list, 1, at) .. year .. '000000' .. sub(list, at + 1)
+  else
     list = sub(list, 1, at) .. sub(list, at + YEAR_WIDTH + 1)
   end
-  if n > 0 then list = sub(list, 1, at) .. year .. string.format('%06d', n) .. sub(list, at + 1) end
   year_lists[song] = list
   dirty_years[song] = true
 end
 
-local function date_add(song, date)
-  local year, md = sub(date, 1, 4), mmdd(date)
-  local c = chunk(song, year)
-  local at = (search(c, 4, md, true) - 1) * 4
-  chunks[song .. '\0' .. year] = sub(c, 1, at) .. sub(date, 6, 7) .. sub(date, 9, 10) .. sub(c, at + 1)
-  dirty_chunks[song .. '\0' .. year] = true
-  year_count(song, year, 1)
-end
-
-local function date_remove(song, date)
-  local year = sub(date, 1, 4)
-  local c = chunk(song, year)
-  local at = (search(c, 4, mmdd(date), false) - 1) * 4
-  chunks[song .. '\0' .. year] = sub(c, 1, at) .. sub(c, at + 5)
-  dirty_chunks[song .. '\0' .. year] = true
-  year_count(song, year, -1)
+-- Sets `chunk` as the plays of `song` in `year`.
+local function set_chunk(song, year, old, new)
+  local field = song .. '\0' .. year
+  chunks[field] = new
+  dirty_chunks[field] = song
+  if old == '' then year_mark(song, year, true) elseif new == '' then year_mark(song, year, false) end
 end
 
 local function indexed(later, earlier)
@@ -166,16 +156,15 @@ local function bust_first(song, date)
   redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid))
 end
 
--- Keep `bust` exact for the day after `date` on which `song` is next played, once the
--- previous play of that day moved from `before` to `after` (dates, nil for none).
-local function rebust_next(song, date, before, after)
-  local n = play_after(song, date)
-  if not n then return end
-  local was, is = indexed(n, before), indexed(n, after)
+-- Keep `bust` exact for `song`'s first play on `following` (a date, or nil), once the
+-- play before that day moved from the date `before` to `after` (nil: none).
+local function rebust_next(song, following, before, after)
+  if not following then return end
+  local was, is = indexed(following, before), indexed(following, after)
   if was and not is then
-    redis.call('ZREM', K_BUST, bust_on(song, n))
+    redis.call('ZREM', K_BUST, bust_on(song, following))
   elseif is and not was then
-    bust_first(song, n)
+    bust_first(song, following)
   end
 end
 
@@ -207,12 +196,15 @@ end
 local function add_play(pid, song, show, title)
   local date = sub(show, 1, 10)
   show_add(show, song .. '\0' .. pid .. '\0' .. (title == song and '' or title))
-  local same_day = count_on(song, date)
-  date_add(song, date)
-  if same_day == 0 then
-    local prev = play_before(song, date, false)
+  local year, c, lo, hi = locate(song, date)
+  local at = (hi - 1) * 4
+  set_chunk(song, year, c, sub(c, 1, at) .. sub(date, 6, 7) .. sub(date, 9, 10) .. sub(c, at + 1))
+  if lo == hi then
+    -- The song's first play that day: it may be a bustout, and the next day's first
+    -- play now follows it.
+    local prev = before_slot(song, year, c, lo)
     if indexed(date, prev) then bust_first(song, date) end
-    rebust_next(song, date, prev, date)
+    rebust_next(song, from_slot(song, year, c, hi), prev, date)
   else
     -- The day's first play may now be this one: the index follows it.
     local m = bust_on(song, date)
@@ -228,12 +220,14 @@ end
 local function remove_play(pid, show)
   local date = sub(show, 1, 10)
   local song = show_remove(show, pid)
-  date_remove(song, date)
+  local year, c, lo, hi = locate(song, date)
+  local at = (lo - 1) * 4
+  set_chunk(song, year, c, sub(c, 1, at) .. sub(c, at + 5))
   local was = redis.call('ZREM', K_BUST, bust_member(song, show, pid)) == 1
-  if count_on(song, date) > 0 then
-    if was then bust_first(song, date) end
+  if hi - lo > 1 then
+    if was then bust_first(song, date) end  -- the day's next play is its first now
   else
-    rebust_next(song, date, date, play_before(song, date, false))
+    rebust_next(song, from_slot(song, year, c, hi), date, before_slot(song, year, c, lo))
   end
   count_show(show, -1)
   count_play(song, date, -1)
@@ -345,11 +339,16 @@ local function flush()
       redis.call('HSET', K_PERF, string.format('%d', b), table.concat(list, '\30'))
     end
   end
-  for field in pairs(dirty_chunks) do
-    if chunks[field] == '' then
+  for field, song in pairs(dirty_chunks) do
+    local c = chunks[field]
+    if c == '' then
       redis.call('HDEL', K_SONGPLAYS, field)
     else
-      redis.call('HSET', K_SONGPLAYS, field, chunks[field])
+      redis.call('HSET', K_SONGPLAYS, field, c)
+      local list = year_list(song)
+      local at = (search(list, YEAR_WIDTH, tonumber(sub(field, -4)), false) - 1) * YEAR_WIDTH
+      year_lists[song] = sub(list, 1, at + 4) .. string.format('%06d', #c / 4) .. sub(list, at + YEAR_WIDTH + 1)
+      dirty_years[song] = true
     end
   end
   for song in pairs(dirty_years) do

@@ -13,8 +13,10 @@ local LAYOUT = '3'  -- stats/keys.py: SETLIST_LAYOUT
 
 local sub, find, byte = string.sub, string.find, string.byte
 
--- Byte order, whatever collation the server's locale has.
-local function less(a, b)
+-- Byte order, whatever collation the server's locale has: Lua compares strings with
+-- strcoll, which is byte order in the C and C.UTF-8 locales (Redis' usual ones) and
+-- is used then; under another collation each byte is compared here.
+local function byte_less(a, b)
   if a == b then return false end
   local n = math.min(#a, #b)
   for i = 1, n do
@@ -23,6 +25,12 @@ local function less(a, b)
   end
   return #a < #b
 end
+
+local function native_less(a, b) return a < b end
+
+local BYTE_ORDER = 'B' < 'a' and 'Z' < '_' and '_' < 'a' and '-' < '0' and '9' < 'A'
+  and 'a\0b' < 'a\1' and 'ab' < 'a~' and not ('a' < 'B') and '~' < '\128' and '\127' < '\255'
+local less = BYTE_ORDER and native_less or byte_less
 
 local function split(s)
   local out, start = {}, 1
@@ -177,12 +185,19 @@ local function year_at(list, j)
   return sub(list, (j - 1) * YEAR_WIDTH + 1, (j - 1) * YEAR_WIDTH + 4)
 end
 
--- The latest play date of `song` before `date` (on or before it when `inclusive`).
-local function play_before(song, date, inclusive)
+-- Where `date` falls among the plays of `song` in its year: the year, that year's
+-- chunk, the first slot not before `date` and the first slot after it.
+local function locate(song, date)
   local year = sub(date, 1, 4)
   local c = chunk(song, year)
-  local i = search(c, 4, mmdd(date), inclusive) - 1
-  if i >= 1 then return date_at(year, c, i) end
+  local md, n = mmdd(date), #c / 4
+  if n == 0 or tonumber(sub(c, -4)) < md then return year, c, n + 1, n + 1 end  -- the usual: a new last play
+  return year, c, search(c, 4, md, false), search(c, 4, md, true)
+end
+
+-- The latest play date before slot `lo` of the chunk `c` of `year`, over all years.
+local function before_slot(song, year, c, lo)
+  if lo > 1 then return date_at(year, c, lo - 1) end
   local list = year_list(song)
   local j = search(list, YEAR_WIDTH, tonumber(year), false) - 1
   if j < 1 then return nil end
@@ -191,17 +206,20 @@ local function play_before(song, date, inclusive)
   return date_at(y, cy, #cy / 4)
 end
 
--- The earliest play date of `song` after `date`.
-local function play_after(song, date)
-  local year = sub(date, 1, 4)
-  local c = chunk(song, year)
-  local i = search(c, 4, mmdd(date), true)
-  if i <= #c / 4 then return date_at(year, c, i) end
+-- The earliest play date from slot `hi` of the chunk `c` of `year` on, over all years.
+local function from_slot(song, year, c, hi)
+  if hi <= #c / 4 then return date_at(year, c, hi) end
   local list = year_list(song)
-  local j = search(list, YEAR_WIDTH, tonumber(year), true)
-  if j > #list / YEAR_WIDTH then return nil end
-  local y = year_at(list, j)
+  local n = #list / YEAR_WIDTH
+  if n == 0 or tonumber(year_at(list, n)) <= tonumber(year) then return nil end
+  local y = year_at(list, search(list, YEAR_WIDTH, tonumber(year), true))
   return date_at(y, chunk(song, y), 1)
+end
+
+-- The latest play date of `song` before `date` (on or before it when `inclusive`).
+local function play_before(song, date, inclusive)
+  local year, c, lo, hi = locate(song, date)
+  return before_slot(song, year, c, inclusive and hi or lo)
 end
 
 local function first_date(song)
@@ -230,12 +248,6 @@ local function count_upto(song, date)
     n = n + tonumber(sub(list, at + 5, at + YEAR_WIDTH))
   end
   return n + search(chunk(song, sub(date, 1, 4)), 4, mmdd(date), true) - 1
-end
-
--- Plays of `song` dated `date`.
-local function count_on(song, date)
-  local c, md = chunk(song, sub(date, 1, 4)), mmdd(date)
-  return search(c, 4, md, true) - search(c, 4, md, false)
 end
 
 -- The `bust` member of a play: 'song\0show_id\0performance_id'.

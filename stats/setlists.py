@@ -96,11 +96,12 @@ class SetlistStore:
     def apply_records(self, records: Iterable[Record], today: dt.date) -> ApplyResult:
         """Apply ``R``/``X`` wire records (``events.wire``), as :meth:`apply` applies events."""
         by_vertical: dict[str, list[str]] = defaultdict(list)
+        stored = keys.stored_version
         for r in records:
             if r[0] == "R":
-                by_vertical[r[1]] += ("R", r[2], r[3], r[4], r[5], r[6], r[7])
+                by_vertical[r[1]] += ("R", r[2], stored(r[3]), r[4], r[5], r[6], r[7])
             else:
-                by_vertical[r[1]] += ("X", r[2], r[3], "", "", "", "")
+                by_vertical[r[1]] += ("X", r[2], stored(r[3]), "", "", "", "")
         if not by_vertical:
             return ApplyResult()
         apply_script = script(self.client, "setlist_apply")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from pathlib import Path
 from typing import Any
 
@@ -487,10 +488,10 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
     assert c.hgetall(k + "perf") == {
         "0": "\x1e".join(
             [
-                SEP.join([e.performance_id, e.version, show])
+                SEP.join([e.performance_id, keys.stored_version(e.version), show])
                 for e, show in zip(events[:4], shows, strict=True)
             ]
-            + [SEP.join(["p5", events[4].version])]
+            + [SEP.join(["p5", keys.stored_version(events[4].version)])]
         )
     }
     assert c.hget(k + "meta", "records") == "5"
@@ -598,3 +599,19 @@ def test_each_record_lies_in_the_bucket_perf_bucket_names(
     placed = {r.split(SEP)[0]: int(b) for b, records in perf.items() for r in records.split("\x1e")}
     assert placed == {pid: keys.perf_bucket(pid, len(pids)) for pid in pids}
     assert store.stats(V, D).total_performances == len(pids) - 1
+
+
+def test_stored_versions_keep_the_order_of_versions() -> None:
+    """perf keeps versions shortened; the byte order of any two must not change."""
+    rng = random.Random(7)
+    top = 10**21 - 1  # the 21 digits of version_of
+    stamps = [0, 1, 63, 64, top, top - 1, *(rng.randrange(top) for _ in range(300))]
+    ids = ["a", "ab", "b", "a-1", "~", "Z", "é", "0"]
+    versions = [f"{s:021d}|{rng.choice(ids)}" for s in stamps for _ in range(2)]
+    versions += [f"{stamps[5]:021d}|{i}" for i in ids]
+    stored = [keys.stored_version(v) for v in versions]
+    assert all(len(s) == 12 + len(v) - 22 for s, v in zip(stored, versions, strict=True))
+    by_stored = sorted(range(len(versions)), key=lambda i: stored[i].encode())
+    by_version = sorted(range(len(versions)), key=lambda i: versions[i].encode())
+    assert [versions[i] for i in by_stored] == [versions[i] for i in by_version]
+    assert all(s.isprintable() and "\x1f" not in s for s in stored)

@@ -120,7 +120,7 @@ def commands(
         return
     dates = _Dates()
     nbuckets = keys.perf_buckets(len(won))
-    bucket_of, pid_hash = keys.bucket_of, keys.pid_hash
+    bucket_of, pid_hash, stored = keys.bucket_of, keys.pid_hash, keys.stored_version
     buckets: dict[int, list[str]] = defaultdict(list)
     showplays: dict[str, list[str]] = defaultdict(list)
     showperfs: dict[str, int] = {}
@@ -129,11 +129,11 @@ def commands(
     for pid, (version, fields) in won.items():  # locals only: the hot loop of a rebuild
         bucket = buckets[bucket_of(pid_hash(pid), nbuckets)]
         if fields is None:
-            bucket.append(f"{pid}{SEP}{version}")
+            bucket.append(f"{pid}{SEP}{stored(version)}")
         else:
             song, show_id, date, title = fields.split(FIELD_SEP)
             show = f"{date}\0{show_id}"
-            bucket.append(f"{pid}{SEP}{version}{SEP}{show}")
+            bucket.append(f"{pid}{SEP}{stored(version)}{SEP}{show}")
             showplays[show].append(f"{song}\0{pid}\0{'' if title in ('', song) else title}")
             showperfs[show] = showperfs_get(show, 0) + 1
             by_song[song].append((date, pid, title or song, show_id))

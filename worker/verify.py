@@ -153,12 +153,12 @@ class Verifier:
             bucket = records[keys.perf_bucket(pid, len(winners))]
             if kind == q.RECORDED:
                 show = f"{date}\0{show_id}"
-                bucket.append(f"{pid}{SEP}{version}{SEP}{show}")
+                bucket.append(f"{pid}{SEP}{keys.stored_version(version)}{SEP}{show}")
                 shown = "" if title in (None, "", song) else title
                 showplays[show].append(f"{song}\0{pid}\0{shown}")
                 song_plays[song].append((date, pid))
             else:
-                bucket.append(f"{pid}{SEP}{version}")
+                bucket.append(f"{pid}{SEP}{keys.stored_version(version)}")
         drifts += compare(
             k.perf,
             {str(b): RECORD_SEP.join(sorted(recs)) for b, recs in records.items()},
