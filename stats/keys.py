@@ -20,13 +20,12 @@ perf        hash   the record of every performance, in buckets: field ``n`` (a d
                    a performance: :func:`perf_bucket`
 showplays   hash   ``date\\0show_id`` -> the show's present performances, each written
                    ``song\\0performance_id\\0song_title`` (title empty when it is the
-                   slug), sorted bytewise and joined by 0x1F
+                   song's ``titles`` entry), sorted bytewise and joined by 0x1F
 songplays   hash   ``song\\0YYYY`` -> the song's plays in that year: the ``MMDD`` of each,
                    ascending and concatenated (a day with two plays is there twice)
 songyears   hash   song -> ``YYYY`` and a 6-digit play count for each year it was played
                    in, ascending and concatenated
 shows       zset   ``date\\0show_id`` scored by show date: shows with >= 1 performance
-showperfs   hash   ``date\\0show_id`` -> number of present performances
 months      hash   ``p:YYYY-MM`` -> performances, ``s:YYYY-MM`` -> shows in that month,
                    ``y:YYYY`` -> performances in that year
 songs       hash   song -> ``total_plays 0x1F song_title`` over all present plays
@@ -44,6 +43,8 @@ bust        zset   ``song\\0show_id\\0performance_id`` scored by its show date, 
                    plays whose previous play of the same song (by date, then
                    performance_id) lies at least 180 days earlier
                    (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
+titles      hash   song -> the least title (bytewise) of all its recorded events, retracted
+                   and superseded ones too: the title ``showplays`` leaves out
 ==========  =====  ===============================================================
 
 Videos, per creator ``C`` (``P:{c:C}:<name>``):
@@ -84,8 +85,9 @@ SETLIST_LAYOUT = "3"
 """The layout of a vertical's keys, kept in ``meta``/``layout`` (``stats/setlist_lib.lua``
 holds the same value). The scripts refuse state in another layout; ``statsworker
 rebuild`` rewrites it. Layout 1 (no ``layout`` field) kept a ``plays`` sorted set where
-``showplays`` is now; layout 2 kept one ``perf`` field per performance and a
-``songplays`` sorted set of ``song\\0date\\0performance_id``."""
+``showplays`` is now; layout 2 kept one ``perf`` field per performance, a
+``songplays`` sorted set of ``song\\0date\\0performance_id`` and a ``showperfs`` hash of
+each show's count of performances (the length of its ``showplays`` entry now)."""
 
 PERF_BUCKET_LOAD = 16
 """Records per ``perf`` bucket, on average: the buckets number ``ceil(records / 16)``."""
@@ -137,7 +139,7 @@ def bucket_of(h: int, n: int) -> int:
     return h % (2 * p) if b < n - p else b
 
 
-RETIRED_VERTICAL_KEYS = ("plays",)
+RETIRED_VERTICAL_KEYS = ("plays", "showperfs")
 """Keys of earlier layouts, deleted by a rebuild of the vertical."""
 
 
@@ -149,7 +151,6 @@ class VerticalKeys(NamedTuple):
     songplays: str
     songyears: str
     shows: str
-    showperfs: str
     months: str
     songs: str
     bylast: str
@@ -158,6 +159,7 @@ class VerticalKeys(NamedTuple):
     vel: str
     meta: str
     bust: str
+    titles: str
 
 
 class CreatorKeys(NamedTuple):

@@ -193,9 +193,58 @@ local function count_play(song, date, by)
   touched[song] = true
 end
 
+-- `titles`: a song's least title over all its recorded events, which its entries in
+-- `showplays` leave out. A smaller one spells the old one out in the song's entries.
+local title_refs, dirty_titles = {}, {}
+
+local function title_ref(song)
+  local ref = title_refs[song]
+  if ref == nil then
+    ref = redis.call('HGET', K_TITLES, song) or false
+    title_refs[song] = ref
+  end
+  return ref
+end
+
+local function spell_out(song, ref)
+  local prefix = song .. '\0'
+  local list = year_list(song)
+  for j = 1, #list / YEAR_WIDTH do
+    local year = year_at(list, j)
+    local c, last = chunk(song, year), nil
+    for i = 1, #c / 4 do
+      local date = date_at(year, c, i)
+      if date ~= last then
+        last = date
+        local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, ymd(date), ymd(date))
+        for show in pairs(new_shows[date] or {}) do shows[#shows + 1] = show end
+        for _, show in ipairs(shows) do
+          local entries = show_list(show)
+          for at = lower_bound(entries, prefix), #entries do
+            local e = entries[at]
+            if sub(e, 1, #prefix) ~= prefix then break end
+            if sub(e, -1) == '\0' then
+              entries[at] = e .. ref
+              dirty[show] = true
+            end
+          end
+        end
+      end
+    end
+  end
+end
+
+local function note_title(song, title)
+  local ref = title_ref(song)
+  if ref and not less(title, ref) then return end
+  if ref then spell_out(song, ref) end
+  title_refs[song] = title
+  dirty_titles[song] = true
+end
+
 local function add_play(pid, song, show, title)
   local date = sub(show, 1, 10)
-  show_add(show, song .. '\0' .. pid .. '\0' .. (title == song and '' or title))
+  show_add(show, song .. '\0' .. pid .. '\0' .. (title == title_ref(song) and '' or title))
   local year, c, lo, hi = locate(song, date)
   local at = (hi - 1) * 4
   set_chunk(song, year, c, sub(c, 1, at) .. sub(date, 6, 7) .. sub(date, 9, 10) .. sub(c, at + 1))
@@ -301,10 +350,9 @@ end
 local function flush()
   for show, by in pairs(show_delta) do
     if by ~= 0 then
-      local after = redis.call('HINCRBY', K_SHOWPERFS, show, by)
+      local after = #show_lists[show]
       local before = after - by
       local s = 's:' .. sub(show, 1, 7)
-      if after <= 0 then redis.call('HDEL', K_SHOWPERFS, show) end
       if before <= 0 and after > 0 then
         redis.call('ZADD', K_SHOWS, show_score[show], show)
         month_delta[s] = (month_delta[s] or 0) + 1
@@ -351,6 +399,7 @@ local function flush()
       dirty_years[song] = true
     end
   end
+  for song in pairs(dirty_titles) do redis.call('HSET', K_TITLES, song, title_refs[song]) end
   for song in pairs(dirty_years) do
     if year_lists[song] == '' then
       redis.call('HDEL', K_SONGYEARS, song)
@@ -378,6 +427,7 @@ for base = 4, #ARGV, 7 do
       oldversion = sub(rec, #key + 1)
     end
   end
+  if op == 'R' then note_title(ARGV[base + 3], ARGV[base + 6]) end
   if rec and not less(oldversion, version) then
     stale = stale + 1
   else
@@ -419,7 +469,7 @@ for song in pairs(touched) do
     local firstdate, lastdate = first_date(song), last_date(song)
     local firstday = day_of(firstdate)
     local _, _, _, _, title = plays_on(song, lastdate)
-    redis.call('HSET', K_SONGS, song, n .. SEP .. (title == '' and song or title))
+    redis.call('HSET', K_SONGS, song, n .. SEP .. (title == '' and title_ref(song) or title))
     redis.call('ZADD', K_BYLAST, ymd(lastdate), song)
     redis.call('ZADD', K_BYFIRST, ymd(firstdate), song)
     local w = {0, 0, 0}

@@ -1,12 +1,12 @@
 -- What setlist_apply.lua and setlist_read.lua share: the keys, dates, byte order, a
 -- show's play list and a song's play dates. stats/scripts.py puts this text where a
 -- script says `-- include: setlist_lib`.
--- KEYS[1..14] = perf, showplays, songplays, songyears, shows, showperfs, months, songs,
---               bylast, byfirst, win, vel, meta, bust  (stats/keys.py: VerticalKeys)
+-- KEYS[1..14] = perf, showplays, songplays, songyears, shows, months, songs, bylast,
+--               byfirst, win, vel, meta, bust, titles  (stats/keys.py: VerticalKeys)
 
 local K_PERF, K_SHOWPLAYS, K_SONGPLAYS, K_SONGYEARS, K_SHOWS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local K_SHOWPERFS, K_MONTHS, K_SONGS, K_BYLAST, K_BYFIRST = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local K_WIN, K_VEL, K_META, K_BUST = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local K_MONTHS, K_SONGS, K_BYLAST, K_BYFIRST, K_WIN = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_VEL, K_META, K_BUST, K_TITLES = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 
 local SEP = '\31'
 local LAYOUT = '3'  -- stats/keys.py: SETLIST_LAYOUT
@@ -87,7 +87,7 @@ local function lower_bound(list, entry)
 end
 
 -- The plays of a show ('date\0show_id'): 'song\0performance_id\0title' entries in byte
--- order (title empty when it is the song's slug), read once per call.
+-- order (title empty when it is the song's `titles` entry), read once per call.
 local show_lists = {}
 
 local function show_list(show)

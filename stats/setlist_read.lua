@@ -49,7 +49,13 @@ end
 local function perfs_between(lo, hi)
   local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, lo, hi)
   local n = 0
-  for _, v in ipairs(hmget(K_SHOWPERFS, shows)) do n = n + tonumber(v) end
+  for _, plays in ipairs(hmget(K_SHOWPLAYS, shows)) do
+    local at = 0
+    repeat  -- entries are joined by \31: one more than the separators
+      n = n + 1
+      at = find(plays, SEP, at + 1, true)
+    until not at
+  end
   return n
 end
 

@@ -141,9 +141,11 @@ def test_the_bulk_build_writes_the_keys_the_incremental_apply_writes(
     SetlistStore(backend.client, incremental).apply(stream, TODAY)
     for vertical in ("band-a", "band-b", "band-x"):
         mine = [e for e in stream if e.vertical == vertical]
-        won = rebuild_setlists.winners([_rows(mine)])
+        titles: dict[str, str] = {}
+        won = rebuild_setlists.winners([_rows(mine)], titles=titles)
         fresh = keys.vertical_keys(bulk, vertical)
-        rebuild_setlists.write(backend.client, rebuild_setlists.commands(won, fresh, TODAY))
+        cmds = rebuild_setlists.commands(won, fresh, TODAY, titles)
+        rebuild_setlists.write(backend.client, cmds)
         want = state_dump(backend.client, tuple(keys.vertical_keys(incremental, vertical)))
         got = state_dump(backend.client, tuple(keys.vertical_keys(bulk, vertical)))
         assert list(got.values()) == list(want.values()), vertical
@@ -307,11 +309,13 @@ def test_state_in_an_earlier_layout_is_refused_until_a_rebuild_rewrites_it(
     before = all_answers(conns)
     c, prefix = backend.client, conns.settings.key_prefix
     k = keys.vertical_keys(prefix, "band-a")
-    (retired,) = keys.retired_vertical_keys(prefix, "band-a")
-    # What layout 1 left: no layout field, and a `plays` sorted set.
+    plays, showperfs = keys.retired_vertical_keys(prefix, "band-a")
+    retired = (plays, showperfs)
+    # What layout 1 left: no layout field, a `plays` sorted set and a `showperfs` hash.
     c.hdel(k.meta, "layout")
-    c.zadd(retired, {"p-old": 20240101})
-    kept = state_dump(c, (*k, retired))
+    c.zadd(plays, {"p-old": 20240101})
+    c.hset(showperfs, "2024-01-01\x00s1", "3")
+    kept = state_dump(c, (*k, *retired))
 
     with pytest.raises(StateNeedsRebuild, match="statsworker rebuild --vertical band-a"):
         conns.setlists.stats("band-a", TODAY)
@@ -321,7 +325,7 @@ def test_state_in_an_earlier_layout_is_refused_until_a_rebuild_rewrites_it(
         conns.setlists.apply([moved], TODAY)
     with pytest.raises(StateNeedsRebuild):
         conns.setlists.roll("band-a", TODAY)
-    assert state_dump(c, (*k, retired)) == kept  # refused means untouched
+    assert state_dump(c, (*k, *retired)) == kept  # refused means untouched
     http = TestClient(create_app(conns))
     route = "/analytics/stats/band-b"  # the other band is fine
     assert (http.get(route).status_code, http.get(route).json()) == before[route]
@@ -331,7 +335,7 @@ def test_state_in_an_earlier_layout_is_refused_until_a_rebuild_rewrites_it(
 
     with as_current(conns, monkeypatch):
         assert cli.main(["rebuild", "--vertical", "band-a"]) == 0
-    assert not c.exists(retired)
+    assert not c.exists(*retired)
     assert c.hget(k.meta, "layout") == keys.SETLIST_LAYOUT
     assert all_answers(conns) == before
     assert verify(conns, publishing.event_log(conns)) == []

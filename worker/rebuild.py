@@ -217,12 +217,15 @@ class Rebuilder:
         today = self.today(vertical)
         tail = self._tail()
         try:
+            titles: dict[str, str] = {}
             won = rebuild_setlists.winners(
                 self._counted(self.eventlog.iter_performances(vertical), tail),
                 recent_from=tail.first,
                 recent=tail.seen,
+                titles=titles,
             )
-            rebuild_setlists.write(self.client, rebuild_setlists.commands(won, fresh, today))
+            cmds = rebuild_setlists.commands(won, fresh, today, titles)
+            rebuild_setlists.write(self.client, cmds)
             old = keys.vertical_keys(self.replaced, vertical)
             # Keys of an earlier layout have no fresh key: they go.
             retired = keys.retired_vertical_keys(self.prefix, vertical)

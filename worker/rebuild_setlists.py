@@ -49,6 +49,7 @@ def winners(
     batches: Iterable[Sequence[PerformanceRow]],
     recent_from: int | None = None,
     recent: set[int] | None = None,
+    titles: dict[str, str] | None = None,
 ) -> dict[str, Winner]:
     """performance_id -> its winning version and ``fields`` (None for a retraction).
 
@@ -56,15 +57,26 @@ def winners(
         recent_from, recent: the ``seq`` of each row numbered ``recent_from`` or more
             is added to ``recent`` (what a rebuild watches for; done here, in the one
             loop over every row).
+        titles: filled with each song's least title over every recorded row, winning
+            or not (the ``titles`` key).
     """
     won: dict[str, Winner] = {}
     get = won.get
     first = recent_from if recent_from is not None else float("inf")
     seen = recent if recent is not None else set()
+    least = titles if titles is not None else {}
+    least_get = least.get
     for batch in batches:
         for row in batch:  # by index: the hot loop of a rebuild
             if row[0] >= first:
                 seen.add(row[0])
+            fields = row[4]  # song, show_id, date, title ("" when it is the song)
+            if fields is not None:
+                song = fields[: fields.index(FIELD_SEP)]
+                title = fields[fields.rindex(FIELD_SEP) + 1 :] or song
+                held = least_get(song)
+                if held is None or title < held:  # str order = UTF-8 byte order
+                    least[song] = title
             pid, version = row[1], row[2]
             current = get(pid)
             if current is None or version > current[0]:  # str order = UTF-8 byte order
@@ -112,12 +124,15 @@ def commands(
     won: dict[str, Winner],
     vkeys: keys.VerticalKeys,
     today: dt.date,
+    titles: dict[str, str],
     bust_days: int = keys.BUSTOUT_INDEX_DAYS,
 ) -> Iterator[Command]:
     """The HSET and ZADD commands that write the state of a vertical whose performances'
-    winning events are ``won`` into ``vkeys`` (fresh keys), as they are made."""
+    winning events are ``won`` into ``vkeys`` (fresh keys), as they are made; ``titles``
+    is each song's least title (from :func:`winners`)."""
     if not won:
         return
+    yield from _mapping("HSET", vkeys.titles, titles.items())
     dates = _Dates()
     nbuckets = keys.perf_buckets(len(won))
     bucket_of, pid_hash, stored = keys.bucket_of, keys.pid_hash, keys.stored_version
@@ -134,9 +149,10 @@ def commands(
             song, show_id, date, title = fields.split(FIELD_SEP)
             show = f"{date}\0{show_id}"
             bucket.append(f"{pid}{SEP}{stored(version)}{SEP}{show}")
-            showplays[show].append(f"{song}\0{pid}\0{'' if title in ('', song) else title}")
+            title = title or song
+            showplays[show].append(f"{song}\0{pid}\0{'' if title == titles[song] else title}")
             showperfs[show] = showperfs_get(show, 0) + 1
-            by_song[song].append((date, pid, title or song, show_id))
+            by_song[song].append((date, pid, title, show_id))
     # str order is UTF-8 byte order: the order the apply script keeps entries in
     yield from _mapping(
         "HSET", vkeys.perf, ((str(b), RECORD_SEP.join(sorted(r))) for b, r in buckets.items())
@@ -153,7 +169,6 @@ def commands(
         months["p:" + month] = months.get("p:" + month, 0) + n
         months["s:" + month] = months.get("s:" + month, 0) + 1
         months["y:" + month[:4]] = months.get("y:" + month[:4], 0) + n
-    yield from _mapping("HSET", vkeys.showperfs, ((s, str(n)) for s, n in showperfs.items()))
     yield from _mapping("ZADD", vkeys.shows, ((dates[s[:10]][1], s) for s in showperfs))
     yield from _mapping("HSET", vkeys.months, ((m, str(n)) for m, n in months.items()))
     yield from _songs(by_song, dates, vkeys, day_number(today), bust_days)

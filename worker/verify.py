@@ -146,6 +146,8 @@ class Verifier:
             else self.conns.settings.current_date()
         )
 
+        titles = {str(song): str(title) for song, title in self._rows(q.titles_query(d, vertical))}
+        drifts += compare(k.titles, titles, self._hash(k.titles))
         records: dict[int, list[str]] = defaultdict(list)
         showplays: dict[str, list[str]] = defaultdict(list)
         song_plays: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -154,7 +156,7 @@ class Verifier:
             if kind == q.RECORDED:
                 show = f"{date}\0{show_id}"
                 bucket.append(f"{pid}{SEP}{keys.stored_version(version)}{SEP}{show}")
-                shown = "" if title in (None, "", song) else title
+                shown = "" if title == titles.get(song) else title
                 showplays[show].append(f"{song}\0{pid}\0{shown}")
                 song_plays[song].append((date, pid))
             else:
@@ -190,11 +192,6 @@ class Verifier:
         shows = self._rows(q.shows_query(d, vertical))
         drifts += compare(
             k.shows, {f"{date}\0{sid}": _ymd(date) for date, sid, _ in shows}, self._zset(k.shows)
-        )
-        drifts += compare(
-            k.showperfs,
-            {f"{date}\0{sid}": str(n) for date, sid, n in shows},
-            self._hash(k.showperfs),
         )
         months: dict[str, str] = {}
         for month, perfs, nshows in self._rows(q.months_query(d, vertical)):

@@ -69,6 +69,18 @@ def performance_winners(dialect: str, vertical: str) -> sa.CTE:
     return sa.select(ranked).where(ranked.c.rn == 1).cte("winners")
 
 
+def titles_query(dialect: str, vertical: str) -> sa.Select[Any]:
+    """song, least title (in byte order) over every recorded event of the song."""
+    c, body = event_log.c, event_log.c.body
+    song = body["song"].as_string()
+    title = sa.func.coalesce(body["song_title"].as_string(), song)
+    return (
+        sa.select(song, sa.func.min(bytewise(dialect, title)))
+        .where(c.vertical == vertical, c.type == RECORDED)
+        .group_by(song)
+    )
+
+
 def present_plays(dialect: str, vertical: str) -> tuple[sa.CTE, sa.CTE]:
     """The winners, and the present plays among them with their day number."""
     winners = performance_winners(dialect, vertical)
