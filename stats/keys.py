@@ -39,9 +39,9 @@ meta        hash   ``today`` -> the date (YYYY-MM-DD) windowed counters are kept
                    ``plays`` -> present performances (absent when there are none);
                    ``layout`` -> :data:`SETLIST_LAYOUT`, the layout the keys are in;
                    ``records`` -> records in ``perf`` (present and retracted)
-bust        zset   ``song\\0show_id\\0performance_id`` scored by its show date, for the
-                   plays whose previous play of the same song (by date, then
-                   performance_id) lies at least 180 days earlier
+bust        zset   ``song\\0show_id\\0performance_id\\0previous play's date`` scored by
+                   its show date, for the plays whose previous play of the same song
+                   (by date, then performance_id) lies at least 180 days earlier
                    (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
 titles      hash   song -> the least title (bytewise) of all its recorded events, retracted
                    and superseded ones too: the title ``showplays`` leaves out

@@ -150,22 +150,18 @@ local function indexed(later, earlier)
 end
 
 -- Index in `bust` the first play of `song` dated `date` (the only one of that day whose
--- previous play can lie on another day).
-local function bust_first(song, date)
+-- previous play can lie on another day), whose previous play is dated `prev`.
+local function bust_first(song, date, prev)
   local pid, show = plays_on(song, date)
-  redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid))
+  redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid, prev))
 end
 
 -- Keep `bust` exact for `song`'s first play on `following` (a date, or nil), once the
 -- play before that day moved from the date `before` to `after` (nil: none).
 local function rebust_next(song, following, before, after)
   if not following then return end
-  local was, is = indexed(following, before), indexed(following, after)
-  if was and not is then
-    redis.call('ZREM', K_BUST, bust_on(song, following))
-  elseif is and not was then
-    bust_first(song, following)
-  end
+  if indexed(following, before) then redis.call('ZREM', K_BUST, bust_on(song, following)) end
+  if indexed(following, after) then bust_first(song, following, after) end
 end
 
 -- Show, month and year counters, and the shows' play lists, only change at the end of
@@ -252,14 +248,17 @@ local function add_play(pid, song, show, title)
     -- The song's first play that day: it may be a bustout, and the next day's first
     -- play now follows it.
     local prev = before_slot(song, year, c, lo)
-    if indexed(date, prev) then bust_first(song, date) end
+    if indexed(date, prev) then bust_first(song, date, prev) end
     rebust_next(song, from_slot(song, year, c, hi), prev, date)
   else
     -- The day's first play may now be this one: the index follows it.
     local m = bust_on(song, date)
-    if m and less(pid, sub(m, find(m, '\0', #song + 2, true) + 1)) then
-      redis.call('ZREM', K_BUST, m)
-      redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid))
+    if m then
+      local _, _, first, prev = bust_parts(m)
+      if less(pid, first) then
+        redis.call('ZREM', K_BUST, m)
+        redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid, prev))
+      end
     end
   end
   count_show(show, 1)
@@ -272,9 +271,17 @@ local function remove_play(pid, show)
   local year, c, lo, hi = locate(song, date)
   local at = (lo - 1) * 4
   set_chunk(song, year, c, sub(c, 1, at) .. sub(c, at + 5))
-  local was = redis.call('ZREM', K_BUST, bust_member(song, show, pid)) == 1
+  local m = bust_on(song, date)
+  local prev
+  if m then
+    local _, _, first, before = bust_parts(m)
+    if first == pid then
+      redis.call('ZREM', K_BUST, m)
+      prev = before
+    end
+  end
   if hi - lo > 1 then
-    if was then bust_first(song, date) end  -- the day's next play is its first now
+    if prev then bust_first(song, date, prev) end  -- the day's next play is its first now
   else
     rebust_next(song, from_slot(song, year, c, hi), date, before_slot(song, year, c, lo))
   end

@@ -250,9 +250,17 @@ local function count_upto(song, date)
   return n + search(chunk(song, sub(date, 1, 4)), 4, mmdd(date), true) - 1
 end
 
--- The `bust` member of a play: 'song\0show_id\0performance_id'.
-local function bust_member(song, show, pid)
-  return song .. '\0' .. sub(show, 12) .. '\0' .. pid
+-- The `bust` member of a play: 'song\0show_id\0performance_id\0previous play's date'.
+local function bust_member(song, show, pid, prev)
+  return song .. '\0' .. sub(show, 12) .. '\0' .. pid .. '\0' .. prev
+end
+
+-- The song, show_id, performance_id and previous play's date of a `bust` member.
+local function bust_parts(m)
+  local a = find(m, '\0', 1, true)
+  local b = find(m, '\0', a + 1, true)
+  local c = find(m, '\0', b + 1, true)
+  return sub(m, 1, a - 1), sub(m, a + 1, b - 1), sub(m, b + 1, c - 1), sub(m, c + 1)
 end
 
 -- The `bust` member of `song` dated `date`, or nil (a song has at most one a day).

@@ -285,13 +285,11 @@ elseif read == 'bustouts' then
   if gap_min >= tonumber(ARGV[7]) then
     local found = redis.call('ZRANGEBYSCORE', K_BUST, '(' .. from, asofday, 'WITHSCORES')
     for i = 1, #found, 2 do
-      local m, score = found[i], tonumber(found[i + 1])
-      local a = find(m, '\0', 1, true)
-      local b = find(m, '\0', a + 1, true)
-      local song = sub(m, 1, a - 1)
+      local score = tonumber(found[i + 1])
+      local song, show_id, pid, prev = bust_parts(found[i])
       local date = string.format('%04d-%02d-%02d', math.floor(score / 10000),
         math.floor(score / 100) % 100, score % 100)
-      cands[#cands + 1] = {song, sub(m, a + 1, b - 1), sub(m, b + 1), date, play_before(song, date, false)}
+      cands[#cands + 1] = {song, show_id, pid, date, prev}
     end
   else
     -- Plays of one song on one day, by performance_id: the first one's previous play

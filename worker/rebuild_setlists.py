@@ -235,7 +235,8 @@ def _songs(
         for i in range(1, len(days)):
             if days[i] - days[i - 1] >= bust_days:
                 date, pid, _, show_id = song_plays[i]
-                bust.args += (dates[date][1], f"{song}\0{show_id}\0{pid}")
+                prev = song_plays[i - 1][0]
+                bust.args += (dates[date][1], f"{song}\0{show_id}\0{pid}\0{prev}")
         if len(songplays.args) >= 2 * WRITE_CHUNK:
             yield from songplays.take()
     for flat in (songplays, songyears, songs, win, bylast, byfirst, vel, bust):

@@ -218,8 +218,8 @@ class Verifier:
         drifts += compare(k.vel, vel, self._zset(k.vel))
 
         bust = {
-            f"{song}\0{show_id}\0{pid}": _ymd(date)
-            for song, show_id, pid, date in self._rows(
+            f"{song}\0{show_id}\0{pid}\0{prev}": _ymd(date)
+            for song, show_id, pid, date, prev in self._rows(
                 q.bustouts_query(d, vertical, keys.BUSTOUT_INDEX_DAYS)
             )
         }

@@ -169,8 +169,8 @@ def songs_query(dialect: str, vertical: str, today: dt.date) -> sa.Select[Any]:
 
 
 def bustouts_query(dialect: str, vertical: str, gap_days: int) -> sa.Select[Any]:
-    """song, show_id, pid, show_date of each play whose previous play of the song (by
-    date, then performance_id) is >= gap_days earlier."""
+    """song, show_id, pid, show_date and the previous play's date of each play whose
+    previous play of the song (by date, then performance_id) is >= gap_days earlier."""
     _, plays = present_plays(dialect, vertical)
     with_previous = sa.select(
         plays.c.song,
@@ -184,9 +184,15 @@ def bustouts_query(dialect: str, vertical: str, gap_days: int) -> sa.Select[Any]
             order_by=(plays.c.show_date, bytewise(dialect, plays.c.pid)),
         )
         .label("previous"),
+        sa.func.lag(plays.c.show_date)
+        .over(
+            partition_by=plays.c.song,
+            order_by=(plays.c.show_date, bytewise(dialect, plays.c.pid)),
+        )
+        .label("previous_date"),
     ).cte("with_previous")
     w = with_previous.c
-    return sa.select(w.song, w.show_id, w.pid, w.show_date).where(
+    return sa.select(w.song, w.show_id, w.pid, w.show_date, w.previous_date).where(
         with_previous.c.day - with_previous.c.previous >= gap_days
     )
 
