@@ -7,7 +7,8 @@ with ``stats/setlist_apply.lua`` as of REV (default HEAD) and as it is in the wo
 tree, taking turns round after round on a private ``redis-server``. Prints the CPU
 time of Redis' main thread per event (``INFO cpu``, which other processes' load
 inflates far less than wall time) for each, and whether the two leave identical
-state (every key compared with ``DUMP``).
+state (every key compared with ``DUMP``). Both must keep the same layout
+(``stats.keys.SETLIST_LAYOUT``): the keys and arguments passed are the working tree's.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ bust        zset   ``song\\0show_id\\0performance_id\\0previous play's date`` sc
                    (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
 titles      hash   song -> the least title (bytewise) of all its recorded events, retracted
                    and superseded ones too: the title ``showplays`` leaves out
+trend       string per month with a show, ascending: ``YYYYMM``, its shows in 6 digits
+                   and its performances in 9 (21 bytes a month): what ``months`` says,
+                   in the form a trends read takes whole
 ==========  =====  ===============================================================
 
 Videos, per creator ``C`` (``P:{c:C}:<name>``):
@@ -142,6 +145,9 @@ def bucket_of(h: int, n: int) -> int:
 RETIRED_VERTICAL_KEYS = ("plays", "showperfs")
 """Keys of earlier layouts, deleted by a rebuild of the vertical."""
 
+TREND_WIDTH = 21
+"""Bytes per month in ``trend``: ``YYYYMM``, 6 digits of shows, 9 of performances."""
+
 
 class VerticalKeys(NamedTuple):
     """The keys of one vertical, in the order the setlist scripts take them as KEYS."""
@@ -160,6 +166,7 @@ class VerticalKeys(NamedTuple):
     meta: str
     bust: str
     titles: str
+    trend: str
 
 
 class CreatorKeys(NamedTuple):

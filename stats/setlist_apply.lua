@@ -369,10 +369,34 @@ local function flush()
       end
     end
   end
+  local changed = {}  -- 'YYYY-MM' -> true: months whose line in `trend` is redone
   for field, by in pairs(month_delta) do
-    if by ~= 0 and redis.call('HINCRBY', K_MONTHS, field, by) <= 0 then
-      redis.call('HDEL', K_MONTHS, field)
+    if by ~= 0 then
+      if redis.call('HINCRBY', K_MONTHS, field, by) <= 0 then redis.call('HDEL', K_MONTHS, field) end
+      if sub(field, 1, 1) ~= 'y' then changed[sub(field, 3)] = true end
     end
+  end
+  if next(changed) then
+    -- One pass over `trend`, the changed months in order.
+    local months = {}
+    for month in pairs(changed) do months[#months + 1] = month end
+    table.sort(months)
+    local old = redis.call('GET', K_TREND) or ''
+    local pieces, done = {}, 0  -- bytes of `old` already taken
+    for _, month in ipairs(months) do
+      local counts = redis.call('HMGET', K_MONTHS, 's:' .. month, 'p:' .. month)
+      local key = tonumber(sub(month, 1, 4) .. sub(month, 6, 7))
+      local at = (search(old, TREND_WIDTH, key, false, 6) - 1) * TREND_WIDTH
+      pieces[#pieces + 1] = sub(old, done + 1, at)
+      done = at
+      if tonumber(sub(old, at + 1, at + 6)) == key then done = at + TREND_WIDTH end
+      if counts[1] then
+        pieces[#pieces + 1] = string.format('%06d%06d%09d', key, tonumber(counts[1]), tonumber(counts[2]))
+      end
+    end
+    pieces[#pieces + 1] = sub(old, done + 1)
+    local trend = table.concat(pieces)
+    if trend == '' then redis.call('DEL', K_TREND) else redis.call('SET', K_TREND, trend) end
   end
   if total_delta ~= 0 and redis.call('HINCRBY', K_META, 'plays', total_delta) <= 0 then
     redis.call('HDEL', K_META, 'plays')

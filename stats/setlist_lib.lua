@@ -2,11 +2,11 @@
 -- show's play list and a song's play dates. stats/scripts.py puts this text where a
 -- script says `-- include: setlist_lib`.
 -- KEYS[1..14] = perf, showplays, songplays, songyears, shows, months, songs, bylast,
---               byfirst, win, vel, meta, bust, titles  (stats/keys.py: VerticalKeys)
+--               byfirst, win, vel, meta, bust, titles, trend  (stats/keys.py: VerticalKeys)
 
 local K_PERF, K_SHOWPLAYS, K_SONGPLAYS, K_SONGYEARS, K_SHOWS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_MONTHS, K_SONGS, K_BYLAST, K_BYFIRST, K_WIN = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local K_VEL, K_META, K_BUST, K_TITLES = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local K_VEL, K_META, K_BUST, K_TITLES, K_TREND = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 
 local SEP = '\31'
 local LAYOUT = '3'  -- stats/keys.py: SETLIST_LAYOUT
@@ -158,18 +158,21 @@ local function year_list(song)
   return s
 end
 
--- The first slot (1-based) of the fixed-width list `s` whose leading 4 digits are
--- >= k (> k when `after`); one past the last slot when there is none.
-local function search(s, width, k, after)
+-- The first slot (1-based) of the fixed-width list `s` whose leading `digits` digits
+-- (4 when not given) are >= k (> k when `after`); one past the last slot when none is.
+local function search(s, width, k, after, digits)
   local lo, hi = 1, #s / width + 1
+  local last = (digits or 4) - 1
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
     local at = (mid - 1) * width
-    local v = tonumber(sub(s, at + 1, at + 4))
+    local v = tonumber(sub(s, at + 1, at + 1 + last))
     if v < k or (after and v == k) then lo = mid + 1 else hi = mid end
   end
   return lo
 end
+
+local TREND_WIDTH = 21  -- stats/keys.py: TREND_WIDTH
 
 local function mmdd(date)
   return tonumber(sub(date, 6, 7) .. sub(date, 9, 10))

@@ -217,52 +217,14 @@ elseif read == 'velocity' then
   return out
 
 elseif read == 'trends' then
-  -- ARGV[4] = the first day of as_of's month (YYYYMMDD), ARGV[5] = month | quarter
-  -- -> 3 per period with a show, oldest first: period (YYYYMM, or YYYYQ for quarter Q),
-  --    shows, performances; as_of's month counts only up to as_of, later months not at all
-  local from, by_quarter = tonumber(ARGV[4]), ARGV[5] == 'quarter'
-  local current = math.floor(from / 100)  -- YYYYMM of as_of's month
-  -- Per month YYYYMM: {shows, performances}; as_of's month from the sorted sets.
-  local sums, months = {}, {}
-  local fields = redis.call('HGETALL', K_MONTHS)
-  local byte = string.byte
-  for i = 1, #fields, 2 do
-    -- 's:YYYY-MM' or 'p:YYYY-MM', read as digits (no string is built per field)
-    local kind, _, y1, y2, y3, y4, _, m1, m2 = byte(fields[i], 1, 9)
-    local month = kind ~= 121 and y1 * 100000 + y2 * 10000 + y3 * 1000 + y4 * 100 + m1 * 10 + m2 - 5333328
-    if month and month < current then  -- 'y:YYYY' fields (kind 121) are years
-      local s = sums[month]
-      if not s then
-        s = {0, 0}
-        sums[month] = s
-        months[#months + 1] = month
-      end
-      if kind == 115 then  -- 's'
-        s[1] = s[1] + tonumber(fields[i + 1])
-      else
-        s[2] = s[2] + tonumber(fields[i + 1])
-      end
-    end
-  end
+  -- ARGV[4] = the first day of as_of's month (YYYYMMDD)
+  -- -> {the lines of `trend` for the months before as_of's, as_of's month's shows and
+  --    performances up to as_of}; later months count not at all
+  local from = tonumber(ARGV[4])
+  local trend = redis.call('GET', K_TREND) or ''
+  local cut = (search(trend, TREND_WIDTH, math.floor(from / 100), false, 6) - 1) * TREND_WIDTH
   local shows_now = redis.call('ZCOUNT', K_SHOWS, from, asofday)
-  if shows_now > 0 then
-    sums[current] = {shows_now, perfs_between(from, asofday)}
-    months[#months + 1] = current
-  end
-  table.sort(months)
-  local out = {}
-  local last_key, s = nil, nil
-  for _, month in ipairs(months) do
-    local y, m = math.floor(month / 100), month % 100
-    local key = by_quarter and (y * 10 + math.floor((m - 1) / 3) + 1) or month
-    if key ~= last_key then
-      if s and s[2] > 0 then out[#out + 1], out[#out + 2], out[#out + 3] = s[1], s[2], s[3] end
-      last_key, s = key, {key, 0, 0}
-    end
-    s[2], s[3] = s[2] + sums[month][1], s[3] + sums[month][2]
-  end
-  if s and s[2] > 0 then out[#out + 1], out[#out + 2], out[#out + 3] = s[1], s[2], s[3] end
-  return out
+  return {sub(trend, 1, cut), shows_now, shows_now > 0 and perfs_between(from, asofday) or 0}
 
 elseif read == 'stats' then
   -- -> {shows, performances, songs played, songs known, first show, last show (YYYYMMDD)}

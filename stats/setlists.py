@@ -222,13 +222,33 @@ class SetlistStore:
 
     def trend_rows(self, vertical: str, as_of: dt.date, period: str) -> list[tuple[str, int, int]]:
         """``(period, shows, performances)`` per month or quarter with a show, oldest first."""
-        kind = "month" if period == "month" else "quarter"
-        r = self._read(vertical, "trends", as_of, ymd(as_of.replace(day=1)), kind)
-        if kind == "month":
-            names = [f"{k // 100:04d}-{k % 100:02d}" for k in r[0::3]]
-        else:
-            names = [f"{k // 10:04d}-Q{k % 10}" for k in r[0::3]]
-        return list(zip(names, r[1::3], r[2::3], strict=True))
+        packed, shows_now, perfs_now = self._read(
+            vertical, "trends", as_of, ymd(as_of.replace(day=1))
+        )
+        width = keys.TREND_WIDTH
+        months = [
+            (
+                packed[i : i + 4],
+                packed[i + 4 : i + 6],
+                packed[i + 6 : i + 12],
+                packed[i + 12 : i + width],
+            )
+            for i in range(0, len(packed), width)
+        ]
+        if shows_now:
+            months.append(
+                (f"{as_of.year:04d}", f"{as_of.month:02d}", str(shows_now), str(perfs_now))
+            )
+        if period == "month":
+            return [(f"{y}-{m}", int(s), int(n)) for y, m, s, n in months]
+        rows: list[tuple[str, int, int]] = []
+        for y, m, s, n in months:
+            quarter = f"{y}-Q{(int(m) + 2) // 3}"
+            if rows and rows[-1][0] == quarter:
+                rows[-1] = (quarter, rows[-1][1] + int(s), rows[-1][2] + int(n))
+            else:
+                rows.append((quarter, int(s), int(n)))
+        return rows
 
     def trends(self, vertical: str, as_of: dt.date, period: str) -> Trends:
         """Shows and performances per month or quarter, oldest first."""

@@ -287,6 +287,8 @@ def state_dump(client: Any, vkeys: tuple[str, ...]) -> dict[str, Any]:
             out[key] = ("hash", client.hgetall(key))
         elif kind == "zset":
             out[key] = ("zset", client.zrange(key, 0, -1, withscores=True))
+        elif kind == "string":
+            out[key] = ("string", client.get(key))
         elif kind == "none":
             out[key] = None
         else:  # pragma: no cover - a key of another type would be a schema change

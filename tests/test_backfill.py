@@ -214,6 +214,8 @@ def comparable_state(conns: Connections) -> dict[str, Any]:
             pipe.hgetall(key)
         elif kind == "zset":
             pipe.zrange(key, 0, -1, withscores=True)
+        elif kind == "string":
+            pipe.get(key)
         else:
             pipe.smembers(key)
     return {key[len(prefix) :]: value for key, value in zip(names, pipe.execute(), strict=True)}

@@ -520,6 +520,8 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
         "s:2024-04": "1",
         "y:2024": "4",
     }
+    # Months with a show, 21 bytes each: YYYYMM, shows (6 digits), performances (9).
+    assert c.get(k + "trend") == "202401000001000000001202403000001000000002202404000001000000001"
     assert c.hget(k + "songs", "a") == "2" + SEP + "Song A!"
     assert c.hget(k + "songs", "b") == "2" + SEP + "b"
     assert c.zscore(k + "bylast", "a") == d["2024-03-09"]

@@ -171,6 +171,8 @@ def commands(
         months["y:" + month[:4]] = months.get("y:" + month[:4], 0) + n
     yield from _mapping("ZADD", vkeys.shows, ((dates[s[:10]][1], s) for s in showperfs))
     yield from _mapping("HSET", vkeys.months, ((m, str(n)) for m, n in months.items()))
+    if months:
+        yield ("SET", vkeys.trend, trend_line(months))
     yield from _songs(by_song, dates, vkeys, day_number(today), bust_days)
     present = sum(showperfs.values())
     counts = ("plays", present) if present else ()
@@ -184,6 +186,15 @@ def commands(
         "records",
         len(won),
         *counts,
+    )
+
+
+def trend_line(months: dict[str, int]) -> str:
+    """The ``trend`` value of a vertical whose ``months`` fields are ``months``."""
+    return "".join(
+        f"{field[2:6]}{field[7:9]}{n:06d}{months['p:' + field[2:]]:09d}"
+        for field, n in sorted(months.items())
+        if field.startswith("s:")
     )
 
 

@@ -22,7 +22,7 @@ from stats import keys
 from worker import verify_sql as q
 from worker.connections import Connections
 from worker.eventlog import EventLog
-from worker.rebuild_setlists import song_dates
+from worker.rebuild_setlists import song_dates, trend_line
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,13 @@ class Verifier:
             year = f"y:{month[:4]}"
             months[year] = str(int(months.get(year, 0)) + perfs)
         drifts += compare(k.months, months, self._hash(k.months))
+        counts = {field: int(n) for field, n in months.items()}
+        trend = trend_line(counts) if counts else None
+        drifts += compare(
+            k.trend,
+            {"value": trend} if trend else {},
+            {"value": v} if (v := self.client.get(k.trend)) else {},
+        )
 
         songs, bylast, byfirst, win, vel = {}, {}, {}, {}, {}
         now = (today - dt.date(1970, 1, 1)).days
