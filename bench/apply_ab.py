@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 for start in range(0, len(records), EVENTS_PER_CALL):
                     argv_: list[str] = apply_head(today)
                     for r in records[start : start + EVENTS_PER_CALL]:
-                        argv_ += (r[0], r[2], r[3], r[4], r[5], r[6], r[7])
+                        argv_ += (r[0], r[2], keys.stored_version(r[3]), r[4], r[5], r[6], r[7])
                     apply_script(keys=vkeys, args=argv_)
                 cpu[name].append((redis_cpu(client) - before) / len(records) * 1e6)
                 found = list(client.scan_iter(f"{prefix}:*"))

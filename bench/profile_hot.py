@@ -88,7 +88,7 @@ def stage_split(
         t2 = time.perf_counter()
         args: list[str] = apply_head(today)
         for r in batch:
-            args += (r[0], r[2], r[3], r[4], r[5], r[6], r[7])
+            args += (r[0], r[2], keys.stored_version(r[3]), r[4], r[5], r[6], r[7])
         t3 = time.perf_counter()
         conn.pack_command("EVALSHA", "0" * 40, len(vkeys), *vkeys, *args)
         t4 = time.perf_counter()

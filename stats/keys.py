@@ -44,7 +44,9 @@ bust        zset   ``song\\0show_id\\0performance_id\\0previous play's date`` sc
                    (by date, then performance_id) lies at least 180 days earlier
                    (``BUSTOUT_INDEX_DAYS``): the candidates of a bustout read
 titles      hash   song -> the least title (bytewise) of all its recorded events, retracted
-                   and superseded ones too: the title ``showplays`` leaves out
+                   and superseded ones too: the title ``showplays`` leaves out. A new
+                   least title spells the old one out in every entry of the song that
+                   left it out: one pass over the song's plays, once per new least title
 trend       string per month with a show, ascending: ``YYYYMM``, its shows in 6 digits
                    and its performances in 9 (21 bytes a month): what ``months`` says,
                    in the form a trends read takes whole
