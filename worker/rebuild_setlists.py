@@ -138,8 +138,8 @@ def commands(
     bucket_of, pid_hash, stored = keys.bucket_of, keys.pid_hash, keys.stored_version
     buckets: dict[int, list[str]] = defaultdict(list)
     showplays: dict[str, list[str]] = defaultdict(list)
-    showperfs: dict[str, int] = {}
-    showperfs_get = showperfs.get
+    show_counts: dict[str, int] = {}
+    show_count_get = show_counts.get
     by_song: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
     for pid, (version, fields) in won.items():  # locals only: the hot loop of a rebuild
         bucket = buckets[bucket_of(pid_hash(pid), nbuckets)]
@@ -151,7 +151,7 @@ def commands(
             bucket.append(f"{pid}{SEP}{stored(version)}{SEP}{show}")
             title = title or song
             showplays[show].append(f"{song}\0{pid}\0{'' if title == titles[song] else title}")
-            showperfs[show] = showperfs_get(show, 0) + 1
+            show_counts[show] = show_count_get(show, 0) + 1
             by_song[song].append((date, pid, title, show_id))
     # str order is UTF-8 byte order: the order the apply script keeps entries in
     yield from _mapping(
@@ -164,17 +164,17 @@ def commands(
     )
 
     months: dict[str, int] = {}
-    for show, n in showperfs.items():
+    for show, n in show_counts.items():
         month = show[:7]
         months["p:" + month] = months.get("p:" + month, 0) + n
         months["s:" + month] = months.get("s:" + month, 0) + 1
         months["y:" + month[:4]] = months.get("y:" + month[:4], 0) + n
-    yield from _mapping("ZADD", vkeys.shows, ((dates[s[:10]][1], s) for s in showperfs))
+    yield from _mapping("ZADD", vkeys.shows, ((dates[s[:10]][1], s) for s in show_counts))
     yield from _mapping("HSET", vkeys.months, ((m, str(n)) for m, n in months.items()))
     if months:
         yield ("SET", vkeys.trend, trend_line(months))
     yield from _songs(by_song, dates, vkeys, day_number(today), bust_days)
-    present = sum(showperfs.values())
+    present = sum(show_counts.values())
     counts = ("plays", present) if present else ()
     yield (
         "HSET",
