@@ -489,7 +489,7 @@ flush()
 -- title (that of the latest play), windows and velocity.
 for song in pairs(touched) do
   local rec = redis.call('HGET', K_SONGS, song)
-  local n = (rec and tonumber(split(rec)[1]) or 0) + (sdelta[song] or 0)
+  local n = (rec and tonumber(split(rec, SEP)[1]) or 0) + (sdelta[song] or 0)
   if n == 0 then
     redis.call('HDEL', K_SONGS, song)
     redis.call('HDEL', K_WIN, song)
@@ -506,7 +506,7 @@ for song in pairs(touched) do
     local w = {0, 0, 0}
     local cur = redis.call('HGET', K_WIN, song)
     if cur then
-      local p = split(cur)
+      local p = split(cur, SEP)
       w = {tonumber(p[1]), tonumber(p[2]), tonumber(p[3])}
     end
     local d = wdelta[song]

@@ -32,39 +32,9 @@ local BYTE_ORDER = 'B' < 'a' and 'Z' < '_' and '_' < 'a' and '-' < '0' and '9' <
   and 'a\0b' < 'a\1' and 'ab' < 'a~' and not ('a' < 'B') and '~' < '\128' and '\127' < '\255'
 local less = BYTE_ORDER and native_less or byte_less
 
-local function split(s)
-  local out, start = {}, 1
-  while true do
-    local i = find(s, SEP, start, true)
-    if not i then
-      out[#out + 1] = sub(s, start)
-      return out
-    end
-    out[#out + 1] = sub(s, start, i - 1)
-    start = i + 1
-  end
-end
+-- include: lua_common
 
--- A call meets a few dates many times over (a show's every play): each is converted once.
-local days_of, ymds_of = {}, {}
-
--- Days since 1970-01-01 of a YYYY-MM-DD date (proleptic Gregorian).
-local function day_of(date)
-  local z = days_of[date]
-  if z == nil then
-    local y = tonumber(sub(date, 1, 4))
-    local m = tonumber(sub(date, 6, 7))
-    local d = tonumber(sub(date, 9, 10))
-    if m <= 2 then y = y - 1 end
-    local era = math.floor(y / 400)
-    local yoe = y - era * 400
-    local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
-    local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-    z = era * 146097 + doe - 719468
-    days_of[date] = z
-  end
-  return z
-end
+local ymds_of = {}
 
 -- The YYYYMMDD score of a YYYY-MM-DD date.
 local function ymd(date)

@@ -54,31 +54,7 @@ local function less(a, b)
   return la < lb
 end
 
-local function split(s, sep)
-  local out, start = {}, 1
-  while true do
-    local i = find(s, sep, start, true)
-    if not i then
-      out[#out + 1] = sub(s, start)
-      return out
-    end
-    out[#out + 1] = sub(s, start, i - 1)
-    start = i + 1
-  end
-end
-
--- Days since 1970-01-01 of a YYYY-MM-DD date (proleptic Gregorian).
-local function day_of(date)
-  local y = tonumber(sub(date, 1, 4))
-  local m = tonumber(sub(date, 6, 7))
-  local d = tonumber(sub(date, 9, 10))
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local doy = floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
-  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
+-- include: lua_common
 
 -- Refuse the batch up front if any sum could overflow: every aggregate is a part of
 -- `totals` (counts are never negative), and the batch adds at most its own counts.
