@@ -109,23 +109,22 @@ end
 local chunks, year_lists = {}, {}
 local YEAR_WIDTH = 10
 
-local function chunk(song, year)
-  local field = song .. '\0' .. year
-  local c = chunks[field]
-  if c == nil then
-    c = redis.call('HGET', K_SONGPLAYS, field) or ''
-    chunks[field] = c
+-- The field `field` of the hash `key` ('' when absent), read once per call into `cache`.
+local function cached_hget(cache, key, field)
+  local v = cache[field]
+  if v == nil then
+    v = redis.call('HGET', key, field) or ''
+    cache[field] = v
   end
-  return c
+  return v
+end
+
+local function chunk(song, year)
+  return cached_hget(chunks, K_SONGPLAYS, song .. '\0' .. year)
 end
 
 local function year_list(song)
-  local s = year_lists[song]
-  if s == nil then
-    s = redis.call('HGET', K_SONGYEARS, song) or ''
-    year_lists[song] = s
-  end
-  return s
+  return cached_hget(year_lists, K_SONGYEARS, song)
 end
 
 -- The first slot (1-based) of the fixed-width list `s` whose leading `digits` digits
