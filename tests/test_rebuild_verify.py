@@ -28,6 +28,7 @@ from tests.log_support import (
     state_dump,
     wipe,
 )
+from tests.setlist_oracle import SetlistOracle, check_all_reads, recorded, retracted
 from worker import cli, publishing, rebuild_setlists
 from worker.connections import Connections
 from worker.eventlog import PerformanceRow, setlist_fields
@@ -149,6 +150,57 @@ def test_the_bulk_build_writes_the_keys_the_incremental_apply_writes(
         want = state_dump(backend.client, tuple(keys.vertical_keys(incremental, vertical)))
         got = state_dump(backend.client, tuple(keys.vertical_keys(bulk, vertical)))
         assert list(got.values()) == list(want.values()), vertical
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_titles_arriving_ever_smaller_keep_state_and_reads_exact(
+    backend: Backend, seed: int
+) -> None:
+    """Each new least title of a song spells the old one out in the song's show entries:
+    titles arriving from the greatest down, mixed with repeats and retractions, in
+    batches, must leave the state the bulk build writes and the answers of the oracle."""
+    rng = random.Random(seed)
+    titles = [f"Title {chr(ord('Z') - k)}" for k in range(12)]  # Z, Y, X, ...: decreasing
+    events: list[PerformanceRecorded | PerformanceRetracted] = []
+    for k, title in enumerate(titles):
+        for j in range(rng.randint(1, 4)):
+            day = f"2023-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+            events.append(
+                recorded(
+                    f"p{k}-{j}",
+                    rng.choice(["s", "t"]),
+                    f"show{rng.randint(1, 5)}",
+                    day,
+                    title=title,
+                    at=k,
+                )
+            )
+    events += [retracted(e.performance_id, at=50) for e in rng.sample(events, 5)]
+    store = SetlistStore(backend.client, f"{backend.prefix}:inc")
+    for start in range(0, len(events), 7):  # in order, a few events a call
+        store.apply(events[start : start + 7], TODAY)
+    titles_seen: dict[str, str] = {}
+    won = rebuild_setlists.winners([_rows(list(events))], titles=titles_seen)
+    fresh = keys.vertical_keys(f"{backend.prefix}:bulk", "band")
+    rebuild_setlists.write(
+        backend.client, rebuild_setlists.commands(won, fresh, TODAY, titles_seen)
+    )
+    want = state_dump(backend.client, tuple(keys.vertical_keys(f"{backend.prefix}:inc", "band")))
+    got = state_dump(backend.client, tuple(fresh))
+    assert list(got.values()) == list(want.values())
+    least = {
+        song: min(
+            e.song_title or song
+            for e in events
+            if isinstance(e, PerformanceRecorded) and e.song == song
+        )
+        for song in ("s", "t")
+    }
+    assert titles_seen == least
+    assert (
+        backend.client.hgetall(keys.vertical_keys(f"{backend.prefix}:inc", "band").titles) == least
+    )
+    check_all_reads(store, SetlistOracle(events), "band", TODAY)
 
 
 def test_rebuilding_one_vertical_or_creator_leaves_the_others_alone(
