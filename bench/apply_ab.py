@@ -7,8 +7,11 @@ with ``stats/setlist_apply.lua`` as of REV (default HEAD) and as it is in the wo
 tree, taking turns round after round on a private ``redis-server``. Prints the CPU
 time of Redis' main thread per event (``INFO cpu``, which other processes' load
 inflates far less than wall time) for each, and whether the two leave identical
-state (every key compared with ``DUMP``). Both must keep the same layout
-(``stats.keys.SETLIST_LAYOUT``): the keys and arguments passed are the working tree's.
+state (every key's content compared: fields, members and scores, or the string).
+Both must keep the same layout (``stats.keys.SETLIST_LAYOUT``): the keys and arguments
+passed are the working tree's. ``--load N`` gives the working tree's script N records
+per ``perf`` bucket instead of ``stats.keys.PERF_BUCKET_LOAD`` (the buckets then differ,
+and so does the state).
 """
 
 from __future__ import annotations
@@ -43,10 +46,24 @@ def redis_cpu(client: Any) -> float:
     return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
 
 
+def content(client: Any, key: bytes) -> tuple[Any, ...]:
+    """What a key holds, whatever order its elements were written in (``DUMP`` is not:
+    a hash's serialisation follows its insertion history)."""
+    kind = client.type(key)
+    if kind == b"hash":
+        return ("hash", client.hgetall(key))
+    if kind == b"zset":
+        return ("zset", client.zrange(key, 0, -1, withscores=True))
+    if kind == b"set":
+        return ("set", client.smembers(key))
+    return (kind, client.get(key))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rev", nargs="?", default="HEAD")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--load", type=int, help="records per perf bucket, working tree only")
     args = parser.parse_args(argv)
 
     def at_rev(name: str) -> str:
@@ -78,13 +95,16 @@ def main(argv: list[str] | None = None) -> int:
                 before = redis_cpu(client)
                 for start in range(0, len(records), EVENTS_PER_CALL):
                     argv_: list[str] = apply_head(today)
+                    if args.load and name == "working tree":
+                        argv_[2] = str(args.load)
                     for r in records[start : start + EVENTS_PER_CALL]:
                         argv_ += (r[0], r[2], keys.stored_version(r[3]), r[4], r[5], r[6], r[7])
                     apply_script(keys=vkeys, args=argv_)
                 cpu[name].append((redis_cpu(client) - before) / len(records) * 1e6)
                 found = list(client.scan_iter(f"{prefix}:*"))
                 if rnd == 0:
-                    states[name] = {k.replace(prefix.encode(), b"P"): client.dump(k) for k in found}
+                    named = {k.replace(prefix.encode(), b"P"): k for k in found}
+                    states[name] = {n: content(client, k) for n, k in named.items()}
                 if found:
                     client.delete(*found)
         for name, figures in cpu.items():

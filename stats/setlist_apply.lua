@@ -326,16 +326,7 @@ local function bucket_of(h, nb)
 end
 
 local function bucket(b)
-  local list = buckets[b]
-  if list == nil then
-    list = {}
-    local value = redis.call('HGET', K_PERF, string.format('%d', b))
-    if value then
-      for rec in string.gmatch(value, '[^\30]+') do list[#list + 1] = rec end
-    end
-    buckets[b] = list
-  end
-  return list
+  return cached_list(buckets, K_PERF, b, '\30')  -- field b: Redis reads the number as digits
 end
 
 -- Moves the records of the next bucket to split, when there are `nb` buckets.

@@ -60,17 +60,23 @@ end
 -- order (title empty when it is the song's `titles` entry), read once per call.
 local show_lists = {}
 
-local function show_list(show)
-  local list = show_lists[show]
+-- The field `field` of the hash `key` cut at each `sep` byte into a list (empty when
+-- absent), read once per call into `cache`.
+local function cached_list(cache, key, field, sep)
+  local list = cache[field]
   if list == nil then
     list = {}
-    local stored = redis.call('HGET', K_SHOWPLAYS, show)
+    local stored = redis.call('HGET', key, field)
     if stored then
-      for entry in string.gmatch(stored, '[^\31]+') do list[#list + 1] = entry end
+      for entry in string.gmatch(stored, '[^' .. sep .. ']+') do list[#list + 1] = entry end
     end
-    show_lists[show] = list
+    cache[field] = list
   end
   return list
+end
+
+local function show_list(show)
+  return cached_list(show_lists, K_SHOWPLAYS, show, SEP)
 end
 
 -- Shows the caller has given plays that `shows` does not list yet: date -> {show = true}.
