@@ -231,16 +231,18 @@ class Publisher:
         """Validate and publish decoded JSON objects, as ``POST /events`` does; rejections name
         the event (by its event_id, else by its place)."""
         report = PublishReport()
-        pairs: list[tuple[Event, Any]] = []
-        for index, obj in enumerate(objects):
-            try:
-                pairs.append((parse_event(obj), obj))
-            except EventError as exc:
-                # Named by its event_id when it has a usable one, else by its place.
-                report.rejected.append(
-                    exc if _has_id(obj) else EventError(f"event {index}", exc.reason)
-                )
-        self.publish_validated(pairs, report)
+
+        def valid() -> Iterator[tuple[Event, Any]]:
+            for index, obj in enumerate(objects):
+                try:
+                    yield parse_event(obj), obj
+                except EventError as exc:
+                    # Named by its event_id when it has a usable one, else by its place.
+                    report.rejected.append(
+                        exc if _has_id(obj) else EventError(f"event {index}", exc.reason)
+                    )
+
+        self.publish_validated(valid(), report)
         self._count_rejected(report)
         return report
 

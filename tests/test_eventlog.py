@@ -404,6 +404,39 @@ def test_every_queued_batch_is_marked_and_no_other(log_url: str, good: int) -> N
     log.dispose()
 
 
+class _Watched(list[Any]):
+    """A list of JSON objects that notes how many jobs were queued as each is read."""
+
+    def __init__(self, items: list[Any], queue: _QueueThatFails) -> None:
+        super().__init__(items)
+        self.queue = queue
+        self.seen: list[int] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in super().__iter__():
+            self.seen.append(len(self.queue.jobs))
+            yield item
+
+
+def test_published_objects_are_queued_batch_by_batch_as_they_are_validated(log_url: str) -> None:
+    """A large publish (a benchmark, a big file) has workers busy on its first batch while
+    its later events are still being validated, and rejections still name their place."""
+    events = random_stream(seed=14, performances=40, videos=0)[:35]
+    objects: list[Any] = [e.to_json_dict() for e in events]
+    objects.insert(12, {"type": "performance.recorded"})  # rejected, named by its place
+    queue = _QueueThatFails(10)
+    log = EventLog(log_url)
+    watched = _Watched(objects, queue)
+    report = Publisher(queue, batch_size=10, sink=log).publish_objects(watched)  # type: ignore[arg-type]
+    log.dispose()
+    assert report.accepted == 35 and report.jobs == 4
+    assert [str(e).split(":")[0] for e in report.rejected] == ["event 12"]
+    assert watched.seen[:10] == [0] * 10  # the first batch
+    assert watched.seen[10:21] == [1] * 11  # the second and the bad one, after the first is queued
+    assert watched.seen[-1] == 3
+    assert _queued(log_url) == {e.event_id for e in events}
+
+
 def test_a_slow_stream_has_its_queued_batch_marked_without_waiting_for_the_next(
     log_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
