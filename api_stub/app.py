@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Annotated, Any
 
+import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -70,6 +71,14 @@ def create_app(conns: Connections) -> FastAPI:
     async def state_needs_rebuild(_request: Request, exc: StateNeedsRebuild) -> JSONResponse:
         """State an earlier version wrote is not read: say what fixes it."""
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def redis_unreachable(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        """Redis down or too slow: a clear answer to retry on, not a bare 500. An event a
+        POST logged before it failed is queued by the workers' sweep."""
+        log.warning("Redis unreachable: %s", exc)
+        return JSONResponse({"detail": f"Redis is unreachable: {exc}"}, status_code=503)
 
     @app.post("/events", response_model=IngestAnswer, status_code=202)
     async def post_events(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 from fastapi import HTTPException, Path, Query, Request
+from pydantic import BeforeValidator
 
 from events.fields import MAX_YEAR, MIN_YEAR, SLUG_PATTERN
 from worker.connections import Connections
@@ -30,5 +32,27 @@ def resolve_as_of(conns: Connections, as_of: dt.date | None) -> dt.date:
     return as_of
 
 
+def blank_is_absent(value: Any) -> Any:
+    """A query parameter sent empty (``?as_of=``, as the SPEC's route templates write
+    it) means the parameter was not given."""
+    return None if value == "" else value
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def date_written_iso(value: Any) -> Any:
+    """A date parameter as ``YYYY-MM-DD`` only: pydantic would also take a Unix time
+    (``0``, ``1719705600``) or a datetime and quietly read it as some date."""
+    value = blank_is_absent(value)
+    if value is None or isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        return value
+    raise ValueError("must be a date written YYYY-MM-DD")
+
+
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, description="a slug")]
-AsOf = Annotated[dt.date | None, Query(description="the date to read as of; default today")]
+DateQuery = Annotated[dt.date | None, BeforeValidator(date_written_iso)]
+"""An optional ``YYYY-MM-DD`` query parameter; empty means not given."""
+AsOf = Annotated[DateQuery, Query(description="the date to read as of (YYYY-MM-DD); default today")]

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter
 
-from api_stub.deps import AsOf, SlugPath, connections, resolve_as_of
+from api_stub.deps import AsOf, SlugPath, blank_is_absent, connections, resolve_as_of
 from stats.setlist_models import (
     Bustouts,
     Debuts,
@@ -108,7 +108,9 @@ def bustouts(
     as_of: AsOf = None,
     days: Days = 365,
     gap_threshold: Annotated[int, Query(ge=0, le=100_000)] = 180,
-    gap_shows_threshold: Annotated[int | None, Query(ge=0, le=10**9)] = None,
+    gap_shows_threshold: Annotated[
+        Annotated[int, Field(ge=0, le=10**9)] | None, BeforeValidator(blank_is_absent), Query()
+    ] = None,
 ) -> Response:
     """Songs back after a long absence."""
     try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api_stub.deps import SlugPath, connections
+from api_stub.deps import DateQuery, SlugPath, connections
 from stats.video_models import Hashtags, Overview, PostingTime, TimeSeries
 from stats.videos import UnknownCreator
 from worker.connections import Connections
@@ -24,8 +23,8 @@ def _unknown(creator: str) -> HTTPException:
 def time_series(
     conns: Conns,
     creator: SlugPath,
-    start: Annotated[dt.date | None, Query()] = None,
-    end: Annotated[dt.date | None, Query()] = None,
+    start: Annotated[DateQuery, Query()] = None,
+    end: Annotated[DateQuery, Query()] = None,
 ) -> TimeSeries:
     """One point per posting date in [start, end]: O(log n + days returned)."""
     if start is not None and end is not None and start > end:

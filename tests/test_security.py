@@ -143,6 +143,15 @@ BAD_PARAMS = [
     "/analytics/bustouts/band?gap_threshold=-1",
     "/analytics/debut-songs/band?days=abc",
     "/analytics/insights/bob/time-series?start=yesterday",
+    # Dates are YYYY-MM-DD only: pydantic alone reads these as some date.
+    "/analytics/stats/band?as_of=0",
+    "/analytics/stats/band?as_of=1719705600",
+    "/analytics/songs/band/a?as_of=-86400",
+    "/analytics/gaps/band?as_of=2024-06-30T00:00:00Z",
+    "/analytics/velocity/band?as_of=20240630",
+    "/analytics/insights/bob/time-series?start=0",
+    "/analytics/insights/bob/time-series?end=1704153600",
+    "/analytics/bustouts/band?gap_shows_threshold=x",
     "/analytics/insights/bob/hashtags?limit=1000",
 ]
 
@@ -188,9 +197,14 @@ def test_bad_slugs_and_parameters_are_refused_before_any_key_is_built(
     for url in BAD_PARAMS:
         assert client.get(url).status_code == 422, url
     assert keys_built == []
-    # The guard is real: a good request does build keys (and fails on the missing Redis).
-    assert client.get("/analytics/stats/band").status_code == 500
+    # The guard is real: a good request does build keys (and fails on the missing Redis,
+    # with a 503 that says so).
+    answer = client.get("/analytics/stats/band")
+    assert answer.status_code == 503
+    assert answer.json()["detail"].startswith("Redis is unreachable")
     assert keys_built
+    for url in ("/metrics", "/analytics/insights/bob/overview"):
+        assert client.get(url).status_code == 503, url
 
 
 # -- no pickle ------------------------------------------------------------------------

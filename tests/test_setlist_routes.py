@@ -17,7 +17,7 @@ from api_stub.app import create_app
 from stats.setlist_models import GapRow, VelocityRow
 from stats.settings import Settings
 from tests.conftest import Backend
-from tests.setlist_oracle import SetlistOracle
+from tests.setlist_oracle import SetlistOracle, recorded
 from tests.test_setlists_property import event_sets, fresh_store, play_dates
 from worker.connections import Connections
 
@@ -132,3 +132,33 @@ def test_openapi_still_documents_every_setlist_answer(backend: Backend) -> None:
         assert json.dumps(schema).endswith(f'"#/components/schemas/{model}"}}') or (
             f"#/components/schemas/{model}" in json.dumps(schema)
         ), path
+
+
+def test_a_parameter_sent_empty_means_its_default(backend: Backend) -> None:
+    """The SPEC writes its routes as ``...&gap_shows_threshold=&as_of=``: a front end that
+    sends blanks gets the defaults, not a 422."""
+    plays = [
+        recorded(f"p{i}", song, f"s{i}", dt.date(2023, 1, 1) + dt.timedelta(days=200 * i))
+        for i, song in enumerate(["a", "b", "a", "a", "b", "a"])
+    ]
+    today = dt.date(2026, 1, 1)
+    with fresh_store(backend) as store:
+        store.apply(plays, today)
+        conns = Connections(
+            Settings(key_prefix=store.prefix, today=today), backend.client, backend.raw
+        )
+        client = TestClient(create_app(conns))
+        for url in (
+            "/analytics/bustouts/band?days=100000&gap_threshold=1",
+            "/analytics/gaps/band?min_plays=1",
+            "/analytics/songs/band/a",
+            "/analytics/stats/band",
+        ):
+            plain_answer = client.get(url)
+            assert plain_answer.status_code == 200, url
+            blank = client.get(f"{url}{'&' if '?' in url else '?'}as_of=&gap_shows_threshold=")
+            assert blank.status_code == 200, url
+            assert blank.json() == plain_answer.json(), url
+        assert client.get("/analytics/bustouts/band?days=100000&gap_threshold=1").json()[
+            "bustouts"
+        ], "the comparison above must see bustouts"
