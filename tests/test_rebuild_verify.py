@@ -4,6 +4,7 @@ Runs on SQLite and PostgreSQL logs, on fakeredis and the real Redis."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -391,3 +392,35 @@ def test_state_in_an_earlier_layout_is_refused_until_a_rebuild_rewrites_it(
     assert c.hget(k.meta, "layout") == keys.SETLIST_LAYOUT
     assert all_answers(conns) == before
     assert verify(conns, publishing.event_log(conns)) == []
+
+
+def test_verify_agrees_on_videos_without_hashtags(backend: Backend, log_url: str) -> None:
+    """A video posted with no ``hashtags`` field, with ``null`` or with ``[]`` has no
+    hashtag: the log stores each body as it arrived, and verify must not see a tag in it."""
+    conns = make_conns(backend, log_url)
+    log = publishing.event_log(conns)
+    base = {
+        "type": "video.posted",
+        "occurred_at": "2024-01-01T00:00:00Z",
+        "creator": "ann",
+        "date_posted": "2024-01-01",
+        "views": 10,
+        "likes": 1,
+        "comments": 0,
+        "shares": 0,
+        "bookmarks": 0,
+        "new_followers": 0,
+    }
+    bodies = [
+        {**base, "event_id": "v-absent", "video_id": "v1"},
+        {**base, "event_id": "v-null", "video_id": "v2", "hashtags": None},
+        {**base, "event_id": "v-empty", "video_id": "v3", "hashtags": []},
+        {**base, "event_id": "v-tagged", "video_id": "v4", "hashtags": ["#Fun"]},
+    ]
+    lines = [json.dumps(body) for body in bodies]
+    report = publishing.make_publisher(conns).publish_lines(lines)
+    assert report.accepted == 4 and not report.rejected
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert failed_jobs(conns) == []
+    assert conns.videos.hashtags("ann", 20).total_unique_hashtags == 1
+    assert verify(conns, log) == []

@@ -213,7 +213,7 @@ def present_videos(dialect: str, creator: str) -> sa.CTE:
             c.type,
             c.version,
             body["date_posted"].as_string().label("date_posted"),
-            body["hashtags"].label("hashtags"),
+            _hashtag_array(dialect, body).label("hashtags"),
             *(body[name].as_integer().label(name) for name in COUNTS),
             sa.func.row_number()
             .over(partition_by=(c.entity_id, c.type), order_by=latest)
@@ -257,6 +257,22 @@ def present_videos(dialect: str, creator: str) -> sa.CTE:
             )
         )
         .cte("present_videos")
+    )
+
+
+def _hashtag_array(dialect: str, body: Any) -> Any:
+    """A body's ``hashtags`` when they are an array, else NULL: a body logged as it
+    arrived may have none, or ``null``, which SQLite's JSON index turned into the JSON
+    text ``null``, itself a one-row table (a hashtag "None") to ``json_each``."""
+    if dialect == "postgresql":
+        tags = body["hashtags"]
+        return sa.case((sa.func.jsonb_typeof(tags) == "array", tags), else_=sa.null())
+    return sa.case(
+        (
+            sa.func.json_type(body, "$.hashtags") == "array",
+            sa.func.json_extract(body, "$.hashtags"),
+        ),
+        else_=sa.null(),
     )
 
 
