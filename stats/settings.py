@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 """Where state and queue live unless ``STATSWORKER_REDIS_URL`` says otherwise."""
@@ -20,6 +23,9 @@ DEFAULT_DATABASE_URL = "sqlite:///statsworker-events.db"
 
 DEFAULT_KEY_PREFIX = "sw"
 """Prefix of every Redis key statsworker writes."""
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
+"""What ``STATSWORKER_REDIS_URL`` may start with (``memory://``: an in-process server)."""
 
 DEFAULT_BATCH_SIZE = 1000
 """Events per queued job; one job is applied with one script call per vertical or creator."""
@@ -39,6 +45,34 @@ class Settings(BaseSettings):
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=10_000)
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}: {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                f"not a database URL (sqlite:///FILE or postgresql+psycopg://...): {value!r}"
+            ) from None
+        return value
+
+    @field_validator("today", mode="before")
+    @classmethod
+    def _today(cls, value: Any) -> Any:
+        # pydantic alone reads "0" or "1719705600" as a Unix time.
+        if value == "":
+            return None
+        if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError(f"must be a date written YYYY-MM-DD: {value!r}")
+        return value
 
     def current_date(self) -> dt.date:
         """The date windowed counters are kept for: ``today`` when pinned, else the UTC date."""

@@ -29,8 +29,10 @@ from api_stub.app import create_app
 from events.publisher import APPLY_BATCH, APPLY_RECORDS, Publisher
 from events.schemas import parse_event
 from events.wire import record_of
+from stats.settings import get_settings
 from tests.conftest import REAL_REDIS_URL, Backend
 from tests.faults_support import TODAY, FaultEnv, Workers, statsworker_command
+from worker import cli
 from worker.connections import MEMORY_URL, Connections
 from worker.runner import failed_jobs, retry_failed, run_worker
 
@@ -502,3 +504,32 @@ def test_fuzz_publish_lines(lines: list[Any]) -> None:
     assert report.accepted == len(expected_good)
     assert queue.events == expected_good
     assert report.jobs == -(-len(expected_good) // 3)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("STATSWORKER_REDIS_URL", "notaurl", "must start with one of redis://"),
+        ("STATSWORKER_DATABASE_URL", "garbage", "not a database URL"),
+        ("STATSWORKER_TODAY", "0", "must be a date written YYYY-MM-DD"),
+        ("STATSWORKER_TODAY", "1719705600", "must be a date written YYYY-MM-DD"),
+        ("STATSWORKER_TODAY", "2024-02-30", "STATSWORKER_TODAY"),
+        ("STATSWORKER_BATCH_SIZE", "0", "greater than or equal to 1"),
+    ],
+)
+def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    reason: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["failed"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith(f"statsworker: bad configuration: {variable}: "), err
+    assert reason in err and "Traceback" not in err
