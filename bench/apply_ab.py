@@ -1,6 +1,6 @@
 """Redis CPU of the setlist apply script: a git revision against the working tree.
 
-    python bench/apply_ab.py [REV] [--rounds N]
+    python bench/apply_ab.py [REV] [--rounds N] [--load N] [--instructions] [--events N]
 
 Applies the real Grateful Dead events (35,425) in calls of 1,000, as a worker does,
 with ``stats/setlist_apply.lua`` as of REV (default HEAD) and as it is in the working
@@ -12,14 +12,22 @@ Both must keep the same layout (``stats.keys.SETLIST_LAYOUT``): the keys and arg
 passed are the working tree's. ``--load N`` gives the working tree's script N records
 per ``perf`` bucket instead of ``stats.keys.PERF_BUCKET_LOAD`` (the buckets then differ,
 and so does the state).
+
+``--instructions`` runs the server under ``valgrind --tool=callgrind`` and counts the
+instructions it executes per event instead (about 50 times slower, so one round of the
+first ``--events``, 10,000 by default, is the usual use): a count, unlike a time, comes out
+the same however busy the machine is, so a change of one percent can be told from noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +67,44 @@ def content(client: Any, key: bytes) -> tuple[Any, ...]:
     return (kind, client.get(key))
 
 
+class Callgrind:
+    """Instruction counts of a redis-server running under callgrind."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="swcallgrind-"))
+        self.wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.dir}/cg.%p"]
+        self.pid = 0
+
+    def zero(self) -> None:
+        subprocess.run(["callgrind_control", "-z", str(self.pid)], capture_output=True, check=True)
+
+    def count(self) -> int:
+        """Instructions since the last :meth:`zero` (dumps the counters to read them)."""
+        before = set(self.dir.iterdir())
+        subprocess.run(["callgrind_control", "-d", str(self.pid)], capture_output=True, check=True)
+        deadline = time.monotonic() + 60
+        while True:
+            for dump in set(self.dir.iterdir()) - before:
+                for line in dump.read_text().splitlines():
+                    if line.startswith(("totals:", "summary:")):
+                        return int(line.split()[1])
+            if time.monotonic() > deadline:
+                raise TimeoutError("callgrind wrote no dump")
+            time.sleep(0.1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rev", nargs="?", default="HEAD")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--load", type=int, help="records per perf bucket, working tree only")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind"
+    )
+    parser.add_argument("--events", type=int, help="the first N events only")
     args = parser.parse_args(argv)
+    if args.instructions and args.events is None:
+        args.events = 10_000
 
     def at_rev(name: str) -> str:
         return subprocess.run(
@@ -81,10 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     plays = list(data.scaled_plays(data.load_plays(), 1))
     today = data.last_date(plays)
+    plays = plays[: args.events]
     records = [record_of(parse_event(data.event_dict(p))) for p in plays]
-    server = PrivateRedis()
+    callgrind = Callgrind() if args.instructions else None
+    server = PrivateRedis(timeout=120.0, wrapper=callgrind.wrapper if callgrind else ())
+    if callgrind is not None:
+        callgrind.pid = server.proc.pid
     try:
-        client = redis.Redis.from_url(server.url)
+        client = redis.Redis.from_url(server.url, socket_timeout=600)  # callgrind is slow
         scripts = {name: client.register_script(src) for name, src in sources.items()}
         cpu: dict[str, list[float]] = {name: [] for name in sources}
         states: dict[str, dict[bytes, bytes]] = {}
@@ -92,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             for i, (name, apply_script) in enumerate(scripts.items()):
                 prefix = f"ab{i}r{rnd}"
                 vkeys = list(keys.vertical_keys(prefix, data.VERTICAL))
+                apply_script(keys=vkeys, args=apply_head(today))  # loaded before counting
+                if callgrind is not None:
+                    callgrind.zero()
                 before = redis_cpu(client)
                 for start in range(0, len(records), EVENTS_PER_CALL):
                     argv_: list[str] = apply_head(today)
@@ -100,21 +147,27 @@ def main(argv: list[str] | None = None) -> int:
                     for r in records[start : start + EVENTS_PER_CALL]:
                         argv_ += (r[0], r[2], keys.stored_version(r[3]), r[4], r[5], r[6], r[7])
                     apply_script(keys=vkeys, args=argv_)
-                cpu[name].append((redis_cpu(client) - before) / len(records) * 1e6)
+                if callgrind is not None:
+                    cpu[name].append(callgrind.count() / len(records))
+                else:
+                    cpu[name].append((redis_cpu(client) - before) / len(records) * 1e6)
                 found = list(client.scan_iter(f"{prefix}:*"))
                 if rnd == 0:
                     named = {k.replace(prefix.encode(), b"P"): k for k in found}
                     states[name] = {n: content(client, k) for n, k in named.items()}
                 if found:
                     client.delete(*found)
+        unit, form = ("instructions/event", ",.0f") if callgrind else ("us/event", ".1f")
         for name, figures in cpu.items():
-            shown = ", ".join(f"{f:.1f}" for f in figures)
-            print(f"{name:>14}: {statistics.median(figures):5.1f} us/event ({shown})")
+            shown = ", ".join(f"{f:{form}}" for f in figures)
+            print(f"{name:>14}: {statistics.median(figures):{form}} {unit} ({shown})")
         a, b = states.values()
         print(f"identical state: {a == b} ({len(a)} keys)")
         return 0 if a == b else 1
     finally:
         server.stop()
+        if callgrind is not None:
+            shutil.rmtree(callgrind.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +148,13 @@ class PrivateRedis:
     and go) and commandstats (other clients' scripts count too).
     """
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, wrapper: Sequence[str] = ()) -> None:
+        """``wrapper``: a command the server runs under (``valgrind --tool=callgrind``)."""
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="swredis-")
         self.proc = subprocess.Popen(
             [
+                *wrapper,
                 "redis-server",
                 "--port",
                 str(self.port),
@@ -165,6 +168,7 @@ class PrivateRedis:
                 self.dir,
             ],
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if wrapper else None,  # valgrind's report at exit
         )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         deadline = time.monotonic() + timeout
