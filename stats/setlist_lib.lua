@@ -67,9 +67,7 @@ local function cached_list(cache, key, field, sep)
   if list == nil then
     list = {}
     local stored = redis.call('HGET', key, field)
-    if stored then
-      for entry in string.gmatch(stored, '[^' .. sep .. ']+') do list[#list + 1] = entry end
-    end
+    if stored then list = split(stored, sep) end  -- plain finds: a pattern costs 2x
     cache[field] = list
   end
   return list
