@@ -28,6 +28,7 @@ from tests.faults_support import (
 )
 from tests.log_support import postgres_schema
 from worker import migrations
+from worker.connections import make_clients
 from worker.eventlog import make_engine, open_log
 from worker.publishing import make_publisher
 
@@ -86,6 +87,21 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         if server.proc is not None and server.proc.poll() is None:
             server.proc.terminate()
             server.proc.wait(timeout=10)
+
+
+def test_a_script_that_runs_past_five_seconds_gets_its_answer(
+    private_redis: PrivateRedis,
+) -> None:
+    """A long apply (a large batch on a loaded server) is waited for; redis-py's own
+    5-second timeout made the client send it again and fail on Redis' BUSY."""
+    state, _ = make_clients(f"redis://127.0.0.1:{private_redis.port}/0")
+    spin = """
+        local start = tonumber(redis.call('TIME')[1])
+        local n = 0
+        while tonumber(redis.call('TIME')[1]) - start < 6 do n = n + 1 end
+        return n
+    """
+    assert int(state.eval(spin, 0)) > 0
 
 
 @pytest.fixture

@@ -55,6 +55,14 @@ class _Final(Exception):
         self.error = error
 
 
+SOCKET_TIMEOUT_SECONDS = 120.0
+"""Longest a state client waits for a reply: past any script this project runs (Redis
+itself answers BUSY to every other client after 5 s of one script)."""
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+"""Longest a client waits to connect before it retries."""
+
+
 def memory_server() -> fakeredis.FakeServer:
     """The process-wide in-memory Redis server behind ``memory://``."""
     global _memory_server
@@ -73,6 +81,10 @@ def make_clients(url: str) -> tuple[Any, Any]:
         )
     retry = _TransientRetry(ExponentialBackoff(cap=5.0, base=0.05), CLIENT_RETRIES)
     common: dict[str, Any] = {
+        # redis-py 8 gives up on a reply after 5 s and then sends the command again: an
+        # apply script that runs 5 s (a large batch on a loaded server) got BUSY back.
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "retry": retry,
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         "health_check_interval": 30,
