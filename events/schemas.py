@@ -266,7 +266,14 @@ def parse_event(obj: Any, where: str | None = None) -> Event:
 
 
 def parse_json_line(line: str | bytes, lineno: int) -> Any:
-    """Decode one JSON Lines line; errors are named ``line N``."""
+    """Decode one JSON Lines line; errors are named ``line N``. A byte order mark before
+    the first line (editors on Windows write one) is not part of it."""
+    if lineno == 1:
+        line = (
+            line.removeprefix(b"\xef\xbb\xbf")
+            if isinstance(line, bytes)
+            else line.removeprefix("\ufeff")
+        )
     try:
         return json.loads(line)
     except (ValueError, RecursionError) as exc:

@@ -533,3 +533,41 @@ def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
     err = capsys.readouterr().err
     assert err.startswith(f"statsworker: bad configuration: {variable}: "), err
     assert reason in err and "Traceback" not in err
+
+
+class _KeepingQueue:
+    """Takes jobs and keeps them."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+
+    def enqueue_many(self, jobs: list[Any]) -> None:
+        self.jobs.extend(jobs)
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(as_bytes: bool) -> None:
+    events = [
+        {
+            "type": "performance.recorded",
+            "event_id": f"bom-{i}",
+            "occurred_at": "2024-01-01T00:00:00Z",
+            "vertical": "band",
+            "performance_id": f"p{i}",
+            "show_id": "s1",
+            "show_date": "2024-01-01",
+            "song": "a",
+        }
+        for i in range(2)
+    ]
+    text = "\ufeff" + "\n".join(json.dumps(e) for e in events) + "\n"
+    lines: list[Any] = text.encode().splitlines() if as_bytes else text.splitlines()
+    queue = _KeepingQueue()
+    report = Publisher(queue, batch_size=10).publish_lines(lines)  # type: ignore[arg-type]
+    assert report.accepted == 2 and report.rejected == []
+    if not as_bytes:  # (Python's json takes a BOM before any line given as bytes)
+        # Only before the first line: elsewhere it is a bad line, named as such.
+        later = [lines[0], "\ufeff" + lines[1]]
+        report = Publisher(_KeepingQueue(), batch_size=10).publish_lines(later)  # type: ignore[arg-type]
+        assert report.accepted == 1
+        assert [str(e).split(":")[0] for e in report.rejected] == ["line 2"]
