@@ -44,7 +44,9 @@ def _printable(value: str) -> str:
     return value
 
 
-def _date(value: Any) -> dt.date:
+def strict_date(value: Any) -> dt.date:
+    """A date written ``YYYY-MM-DD`` (or a ``date``), a real one, in years 1900-2100:
+    pydantic's own date type would also read ``0`` or ``1719705600`` as a Unix time."""
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         parsed = value
     elif isinstance(value, str) and _DATE_RE.fullmatch(value):
@@ -119,7 +121,7 @@ Slug = Annotated[StrictStr, StringConstraints(pattern=SLUG_PATTERN)]
 Ident = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 Title = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 Text = Annotated[StrictStr, Field(max_length=2000)]
-EventDate = Annotated[dt.date, BeforeValidator(_date)]
+EventDate = Annotated[dt.date, BeforeValidator(strict_date)]
 Timestamp = Annotated[
     dt.datetime, PlainValidator(_timestamp), PlainSerializer(timestamp_text, when_used="json")
 ]

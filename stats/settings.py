@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -11,6 +10,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from events.fields import strict_date
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 """Where state and queue live unless ``STATSWORKER_REDIS_URL`` says otherwise."""
@@ -67,12 +68,7 @@ class Settings(BaseSettings):
     @field_validator("today", mode="before")
     @classmethod
     def _today(cls, value: Any) -> Any:
-        # pydantic alone reads "0" or "1719705600" as a Unix time.
-        if value == "":
-            return None
-        if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            raise ValueError(f"must be a date written YYYY-MM-DD: {value!r}")
-        return value
+        return None if value in ("", None) else strict_date(value)
 
     def current_date(self) -> dt.date:
         """The date windowed counters are kept for: ``today`` when pinned, else the UTC date."""
