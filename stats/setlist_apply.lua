@@ -212,9 +212,7 @@ local function spell_out(song, ref)
       local date = date_at(year, c, i)
       if date ~= last then
         last = date
-        local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, ymd(date), ymd(date))
-        for show in pairs(new_shows[date] or {}) do shows[#shows + 1] = show end
-        for _, show in ipairs(shows) do
+        for _, show in ipairs(shows_on(date)) do
           local entries = show_list(show)
           for at = lower_bound(entries, prefix), #entries do
             local e = entries[at]

@@ -83,16 +83,25 @@ local new_shows = {}
 -- The plays of `song` dated `date`, over every show of that day: the least and the
 -- greatest performance_id, with the show ('date\0show_id') of each and the title of
 -- the greatest; nil when there is none.
+-- Every show dated `date` that may have plays: those `shows` lists and those given plays
+-- in this call.
+local function shows_on(date)
+  local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, ymd(date), ymd(date))
+  local fresh = new_shows[date]
+  if fresh then
+    local listed = {}
+    for _, show in ipairs(shows) do listed[show] = true end
+    for show in pairs(fresh) do
+      if not listed[show] then shows[#shows + 1] = show end
+    end
+  end
+  return shows
+end
+
 local function plays_on(song, date)
   local lo, lo_show, hi, hi_show, hi_title
   local prefix = song .. '\0'
-  local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, ymd(date), ymd(date))
-  local listed = {}
-  for _, show in ipairs(shows) do listed[show] = true end
-  for show in pairs(new_shows[date] or {}) do
-    if not listed[show] then shows[#shows + 1] = show end
-  end
-  for _, show in ipairs(shows) do
+  for _, show in ipairs(shows_on(date)) do
     local list = show_list(show)
     local i = lower_bound(list, prefix)
     while list[i] and sub(list[i], 1, #prefix) == prefix do
