@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from events.schemas import PerformanceRecorded
+from stats import scripts
 from stats.setlists import SetlistStore, UnknownVertical
 from tests.conftest import Backend
 from tests.setlist_oracle import (
@@ -228,3 +229,47 @@ def test_shuffled_duplicated_stream_leaves_the_same_state(
         assert raw_state(backend.client, shuffled.prefix) == raw_state(
             backend.client, in_order.prefix
         )
+
+
+NATIVE_ORDER = "local less = BYTE_ORDER and native_less or byte_less"
+
+
+@contextmanager
+def byte_by_byte_order(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The setlist scripts as they run where the server's collation is not byte order:
+    comparing strings byte by byte in Lua instead of with ``<``."""
+    native = scripts.lua_source
+
+    def forced(name: str) -> str:
+        text = native(name)
+        if name.startswith("setlist"):
+            assert NATIVE_ORDER in text
+            text = text.replace(NATIVE_ORDER, "BYTE_ORDER = false\nlocal less = byte_less")
+        return text
+
+    with monkeypatch.context() as m:
+        m.setattr(scripts, "lua_source", forced)
+        m.setattr(scripts, "_registered", type(scripts._registered)())
+        yield
+
+
+@given(data=st.data())
+@SETTINGS
+def test_byte_by_byte_comparison_leaves_the_state_and_reads_of_the_native_one(
+    backend: Backend, data: st.DataObject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, events = data.draw(event_sets(), label="events")
+    edges = edge_days_of(base, events)
+    batches = data.draw(deliveries(base, events, edges), label="batches")
+    oracle = SetlistOracle(events)
+    with fresh_store(backend, "n") as native, fresh_store(backend, "b") as by_bytes:
+        for batch, today in batches:
+            native.apply(batch, today)
+        with byte_by_byte_order(monkeypatch):
+            for batch, today in batches:
+                by_bytes.apply(batch, today)
+            assert raw_state(backend.client, by_bytes.prefix) == raw_state(
+                backend.client, native.prefix
+            )
+            for vertical in sorted(oracle.known):
+                check_all_reads(by_bytes, oracle, vertical, kept_day(batches, vertical))
