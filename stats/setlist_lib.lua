@@ -50,8 +50,14 @@ end
 local function lower_bound(list, entry)
   local lo, hi = 1, #list + 1
   while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if less(list[mid], entry) then lo = mid + 1 else hi = mid end
+    local mid = lo + hi
+    mid = (mid - mid % 2) / 2
+    -- `<` where it is byte order: a call of `less` costs as much as the comparison
+    if (BYTE_ORDER and list[mid] < entry) or (not BYTE_ORDER and less(list[mid], entry)) then
+      lo = mid + 1
+    else
+      hi = mid
+    end
   end
   return lo
 end
@@ -140,15 +146,24 @@ local function year_list(song)
   return cached_hget(year_lists, K_SONGYEARS, song)
 end
 
+-- The number the 4 digits of `s` from byte `i` on write: one call, where sub and
+-- tonumber would make a string and parse it (strtod) every time.
+local function digits4(s, i)
+  local a, b, c, d = byte(s, i, i + 3)
+  return a * 1000 + b * 100 + c * 10 + d - 53328  -- 53328 = 1111 * byte('0')
+end
+
 -- The first slot (1-based) of the fixed-width list `s` whose leading `digits` digits
 -- (4 when not given) are >= k (> k when `after`); one past the last slot when none is.
 local function search(s, width, k, after, digits)
   local lo, hi = 1, #s / width + 1
   local last = (digits or 4) - 1
   while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
+    local mid = lo + hi
+    mid = (mid - mid % 2) / 2
     local at = (mid - 1) * width
-    local v = tonumber(sub(s, at + 1, at + 1 + last))
+    local v
+    if last == 3 then v = digits4(s, at + 1) else v = tonumber(sub(s, at + 1, at + 1 + last)) end
     if v < k or (after and v == k) then lo = mid + 1 else hi = mid end
   end
   return lo
@@ -156,8 +171,17 @@ end
 
 local TREND_WIDTH = 21  -- stats/keys.py: TREND_WIDTH
 
+local mmdds = {}
+
+-- The MMDD number of a YYYY-MM-DD date, each date read once per call.
 local function mmdd(date)
-  return tonumber(sub(date, 6, 7) .. sub(date, 9, 10))
+  local n = mmdds[date]
+  if n == nil then
+    local m, mm, _, d, dd = byte(date, 6, 10)
+    n = m * 1000 + mm * 100 + d * 10 + dd - 53328
+    mmdds[date] = n
+  end
+  return n
 end
 
 -- The date of slot i of the chunk `c` of `year`.
@@ -176,7 +200,7 @@ local function locate(song, date)
   local year = sub(date, 1, 4)
   local c = chunk(song, year)
   local md, n = mmdd(date), #c / 4
-  if n == 0 or tonumber(sub(c, -4)) < md then return year, c, n + 1, n + 1 end  -- the usual: a new last play
+  if n == 0 or digits4(c, #c - 3) < md then return year, c, n + 1, n + 1 end  -- the usual: a new last play
   return year, c, search(c, 4, md, false), search(c, 4, md, true)
 end
 
@@ -196,7 +220,7 @@ local function from_slot(song, year, c, hi)
   if hi <= #c / 4 then return date_at(year, c, hi) end
   local list = year_list(song)
   local n = #list / YEAR_WIDTH
-  if n == 0 or tonumber(year_at(list, n)) <= tonumber(year) then return nil end
+  if n == 0 or digits4(list, (n - 1) * YEAR_WIDTH + 1) <= tonumber(year) then return nil end
   local y = year_at(list, search(list, YEAR_WIDTH, tonumber(year), true))
   return date_at(y, chunk(song, y), 1)
 end
@@ -229,7 +253,7 @@ local function count_upto(song, date)
   local n = 0
   for j = 1, #list / YEAR_WIDTH do
     local at = (j - 1) * YEAR_WIDTH
-    if tonumber(sub(list, at + 1, at + 4)) >= year then break end
+    if digits4(list, at + 1) >= year then break end
     n = n + tonumber(sub(list, at + 5, at + YEAR_WIDTH))
   end
   return n + search(chunk(song, sub(date, 1, 4)), 4, mmdd(date), true) - 1
