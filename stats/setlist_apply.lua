@@ -165,25 +165,20 @@ local function rebust_next(song, following, before, after)
 end
 
 -- Show, month and year counters, and the shows' play lists, only change at the end of
--- the call, once each: nothing in between reads them from Redis.
-local show_delta, show_score, month_delta = {}, {}, {}
-local total_delta = 0
+-- the call, once each: nothing in between reads them from Redis. A show's change is
+-- added to its month's and year's there.
+local show_delta = {}
 
 local function count_show(show, by)
-  local date = sub(show, 1, 10)
   show_delta[show] = (show_delta[show] or 0) + by
-  show_score[show] = ymd(date)
-  local p = 'p:' .. sub(date, 1, 7)
-  month_delta[p] = (month_delta[p] or 0) + by
-  total_delta = total_delta + by
-  local y = 'y:' .. sub(date, 1, 4)
-  month_delta[y] = (month_delta[y] or 0) + by
 end
 
 local function count_play(song, date, by)
   local day = day_of(date)
-  for i, w in ipairs(WINDOWS) do
-    if day > today - w and day <= today then bump(song, i, by) end
+  if day <= today and day > today - WINDOWS[3] then
+    for i = 1, 3 do
+      if day > today - WINDOWS[i] then bump(song, i, by) end
+    end
   end
   sdelta[song] = (sdelta[song] or 0) + by
   touched[song] = true
@@ -300,7 +295,8 @@ local records_before = records
 local buckets, dirty_buckets = {}, {}
 
 local function bucket_count(n)
-  return math.max(1, math.ceil(n / LOAD))
+  if n <= LOAD then return 1 end
+  return (n + LOAD - 1 - (n + LOAD - 1) % LOAD) / LOAD
 end
 
 -- A performance_id read as a big-endian number, modulo the prime PID_MODULUS: the
@@ -322,9 +318,16 @@ local function pid_hash(pid)
   return h
 end
 
+local top_powers = {}
+
+-- The greatest power of two not above `nb`, found once per call for each `nb`.
 local function top_power(nb)
-  local p = 1
-  while p * 2 <= nb do p = p * 2 end
+  local p = top_powers[nb]
+  if p == nil then
+    p = 1
+    while p * 2 <= nb do p = p * 2 end
+    top_powers[nb] = p
+  end
   return p
 end
 
@@ -354,12 +357,20 @@ local function record_at(s, key)
   local lo, hi, width = 1, #s + 1, #key - 1
   while lo < hi do
     local r = lo
-    local mid = math.floor((lo + hi) / 2)
+    local mid = lo + hi
+    mid = (mid - mid % 2) / 2
     if mid > lo then
       local j = find(s, '\30', mid - 1, true)
       if j and j + 1 < hi then r = j + 1 end
     end
-    if less(sub(s, r, r + width), key) then lo = next_record(s, r) else hi = r end
+    local head = sub(s, r, r + width)
+    -- `<` where it is byte order: a call of `less` costs as much as the comparison
+    if (BYTE_ORDER and head < key) or (not BYTE_ORDER and less(head, key)) then
+      local j = find(s, '\30', r, true)
+      lo = j and j + 1 or #s + 1
+    else
+      hi = r
+    end
   end
   return lo
 end
@@ -382,13 +393,18 @@ local function split_bucket(nb)
 end
 
 local function flush()
+  local month_delta, total_delta = {}, 0
   for show, by in pairs(show_delta) do
     if by ~= 0 then
+      local p, y = 'p:' .. sub(show, 1, 7), 'y:' .. sub(show, 1, 4)
+      month_delta[p] = (month_delta[p] or 0) + by
+      month_delta[y] = (month_delta[y] or 0) + by
+      total_delta = total_delta + by
       local after = #show_lists[show]
       local before = after - by
       local s = 's:' .. sub(show, 1, 7)
       if before <= 0 and after > 0 then
-        redis.call('ZADD', K_SHOWS, show_score[show], show)
+        redis.call('ZADD', K_SHOWS, ymd(sub(show, 1, 10)), show)
         month_delta[s] = (month_delta[s] or 0) + 1
       elseif before > 0 and after <= 0 then
         redis.call('ZREM', K_SHOWS, show)
