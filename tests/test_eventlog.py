@@ -22,9 +22,13 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from api_stub.app import create_app
 from events import publisher as publisher_module
+from events.fields import Timestamp
 from events.publisher import Publisher
 from events.schemas import parse_event
 from tests.conftest import Backend
@@ -38,7 +42,7 @@ from tests.log_support import (
 )
 from worker import cli, eventlog, migrations, publishing
 from worker.eventlog import EventLog, SchemaNotReady, event_log, make_engine
-from worker.log_table import COLUMNS, driver_row, log_batches
+from worker.log_table import COLUMNS, driver_row, log_batches, sqlite_time
 from worker.runner import failed_jobs, run_worker
 from worker.verify import verify
 
@@ -621,3 +625,32 @@ def test_following_a_stream_hands_over_its_error() -> None:
         for item in publisher_module.follow(broken(), every=0.01):
             got.append(item)
     assert [item for item in got if item is not publisher_module.IDLE] == ["first"]
+
+
+@st.composite
+def written_instants(draw: st.DrawFn) -> str:
+    """An RFC 3339 timestamp as an event may write it: any separator, case, fraction and
+    offset, Z (either case) half of the time."""
+    moment = draw(st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)))
+    digits = draw(st.integers(0, 9))
+    fraction = "." + draw(st.text("0123456789", min_size=digits, max_size=digits)) if digits else ""
+    minutes = draw(st.integers(-23 * 60 - 59, 23 * 60 + 59))
+    sign, (hours, mins) = "+-"[minutes < 0], divmod(abs(minutes), 60)
+    offset = draw(st.sampled_from(["Z", "z", f"{sign}{hours:02d}:{mins:02d}"]))
+    sep = draw(st.sampled_from("Tt "))
+    day = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+    return f"{day}{sep}{moment:%H:%M:%S}{fraction}{offset}"
+
+
+@given(text=written_instants())
+@settings(max_examples=300)
+def test_an_instant_is_logged_in_sqlite_as_sqlalchemy_stores_it_from_its_text_too(
+    text: str,
+) -> None:
+    value = TypeAdapter(Timestamp).validate_python(text)
+    dialect = sa.create_engine("sqlite://").dialect
+    stored = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert stored is not None
+    want = stored(value.astimezone(dt.UTC).replace(tzinfo=None))
+    assert sqlite_time(value) == want
+    assert sqlite_time(value, text) == want
