@@ -105,30 +105,42 @@ def summarize(samples: list[float]) -> Latency:
     return Latency(statistics.median(ordered) * 1e3, p99 * 1e3)
 
 
-def _interleaved(
-    timed: Callable[[Route, int], float], calls: int, rounds: int, warmup: int = 3
-) -> dict[str, Latency]:
-    # Routes take turns, round after round, so a burst of load on the shared machine
-    # lands on every route alike rather than on whichever ran at that moment.
-    samples: dict[str, list[float]] = {r.label: [] for r in ROUTES}
-    for route in ROUTES:
-        for i in range(warmup):
-            timed(route, i)
+Timer = Callable[[Route, int], float]
+"""Seconds one call of a route takes; the int picks the song of the one-song route."""
+
+
+def interleaved(
+    timers: dict[str, Timer], calls: int, rounds: int, warmup: int = 3
+) -> dict[str, dict[str, Latency]]:
+    """p50 and p99 of every route under each timer (one per scale), by timer and route.
+
+    Routes take turns, round after round, and within a route the timers take turns, so
+    that a burst of load on the shared machine, or its speed moving over the minutes a
+    run takes, lands on every route and every scale alike: the growth from one scale to
+    the next is read off samples taken side by side.
+    """
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {r.label: [] for r in ROUTES} for name in timers
+    }
+    for timed in timers.values():
+        for route in ROUTES:
+            for i in range(warmup):
+                timed(route, i)
     per_round = max(1, calls // rounds)
     for rnd in range(rounds):
         for route in ROUTES:
-            for i in range(per_round):
-                samples[route.label].append(timed(route, rnd * per_round + i))
-    return {label: summarize(s) for label, s in samples.items()}
+            for name, timed in timers.items():
+                for i in range(per_round):
+                    samples[name][route.label].append(timed(route, rnd * per_round + i))
+    return {
+        name: {label: summarize(s) for label, s in by_route.items()}
+        for name, by_route in samples.items()
+    }
 
 
-def in_process(
-    conns: Any, vertical: str, songs: list[str], calls: int, rounds: int
-) -> dict[str, Latency]:
-    """Latency of each route function called directly with the process's connections.
-
-    The one-song route asks about ``songs`` in turn.
-    """
+def in_process_timer(conns: Any, vertical: str, songs: list[str]) -> Timer:
+    """Times a route function called directly with the process's connections; the
+    one-song route asks about ``songs`` in turn."""
 
     def timed(route: Route, i: int) -> float:
         song = songs[i % len(songs)]
@@ -136,14 +148,11 @@ def in_process(
         route.call(conns, vertical, song)
         return time.perf_counter() - started
 
-    return _interleaved(timed, calls, rounds)
+    return timed
 
 
-def over_http(
-    port: int, vertical: str, songs: list[str], calls: int, rounds: int
-) -> dict[str, Latency]:
-    """Latency of each route over HTTP/1.1 keep-alive to the API on ``port``."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def http_timer(conn: http.client.HTTPConnection, vertical: str, songs: list[str]) -> Timer:
+    """Times a route over HTTP/1.1 keep-alive on ``conn`` (to ``statsworker api``)."""
 
     def timed(route: Route, i: int) -> float:
         path = route.path(vertical, songs[i % len(songs)])
@@ -156,7 +165,22 @@ def over_http(
             raise RuntimeError(f"GET {path} -> {response.status}: {body[:200]!r}")
         return elapsed
 
+    return timed
+
+
+def in_process(
+    conns: Any, vertical: str, songs: list[str], calls: int, rounds: int
+) -> dict[str, Latency]:
+    """Latency of each route function called directly with the process's connections."""
+    return interleaved({"": in_process_timer(conns, vertical, songs)}, calls, rounds)[""]
+
+
+def over_http(
+    port: int, vertical: str, songs: list[str], calls: int, rounds: int
+) -> dict[str, Latency]:
+    """Latency of each route over HTTP/1.1 keep-alive to the API on ``port``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        return _interleaved(timed, calls, rounds)
+        return interleaved({"": http_timer(conn, vertical, songs)}, calls, rounds)[""]
     finally:
         conn.close()

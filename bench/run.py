@@ -14,6 +14,7 @@ the end, whatever happens.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import platform
 import signal
@@ -25,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -280,8 +282,22 @@ def top_songs(plays: list[data.ScaledPlay], n: int = 8) -> list[str]:
     return sorted(counts, key=lambda s: (-counts[s], s))[:n]
 
 
-def bench_scale(ctx: Context, plan: Plan, scale: float, base: list[data.Play]) -> ScaleResult:
-    """Load one scale into Redis and PostgreSQL, then time reads and baselines on it."""
+@dataclass
+class Loaded:
+    """One scale's state in Redis, kept while the reads of every scale are timed."""
+
+    label: str
+    scale: float
+    prefix: str
+    today: Any
+    songs: list[str]
+    conns: Any
+    redis_gaps: list[seed_sql.GapAnswer]
+    result: ScaleResult
+
+
+def load_scale(ctx: Context, scale: float, base: list[data.Play], label: str) -> Loaded:
+    """Load one scale into Redis under a prefix of its own; measure its memory."""
     from worker.connections import Connections
 
     res = ScaleResult()
@@ -302,47 +318,73 @@ def bench_scale(ctx: Context, plan: Plan, scale: float, base: list[data.Play]) -
         f"scale {scale}: {res.performances:,} performances loaded in {res.load_seconds:.1f} s "
         f"({res.performances / res.load_seconds:,.0f}/s)"
     )
-
     conns = Connections(Settings(key_prefix=prefix, today=today), ctx.client, ctx.raw)
-    res.local = reads.in_process(conns, data.VERTICAL, songs, plan.read_calls, plan.rounds)
     res.sizes = reads.answer_sizes(conns, data.VERTICAL, songs[0])
     redis_gaps = [
         seed_sql.GapAnswer(r.song_slug, r.total_plays, r.last_played, r.shows_since_played)
         for r in store.gaps(data.VERTICAL, today, MIN_PLAYS, LIMIT)
     ]
+    return Loaded(label, scale, prefix, today, songs, conns, redis_gaps, res)
 
-    children = Children(ctx.redis_url, prefix, f"{prefix}-q", today)
+
+def time_reads(ctx: Context, plan: Plan, loaded: list[Loaded]) -> bool:
+    """Every route of every scale, in process and over HTTP (an API per scale), the
+    scales taking turns (``reads.interleaved``); True when done."""
+    local = reads.interleaved(
+        {s.label: reads.in_process_timer(s.conns, data.VERTICAL, s.songs) for s in loaded},
+        plan.read_calls,
+        plan.rounds,
+    )
+    apis = [Children(ctx.redis_url, s.prefix, f"{s.prefix}-q", s.today) for s in loaded]
+    conns: list[http.client.HTTPConnection] = []
     try:
-        port = start_api(children)
-        res.http = reads.over_http(port, data.VERTICAL, songs, plan.http_calls, plan.rounds)
+        for s, children in zip(loaded, apis, strict=True):
+            log(f"{s.label}: starting the API")
+            port = start_api(children)
+            conns.append(http.client.HTTPConnection("127.0.0.1", port, timeout=30))
+        timers = {
+            s.label: reads.http_timer(conn, data.VERTICAL, s.songs)
+            for s, conn in zip(loaded, conns, strict=True)
+        }
+        log("reads over HTTP, the scales taking turns")
+        over_http = reads.interleaved(timers, plan.http_calls, plan.rounds)
     finally:
-        children.stop_all()
+        for conn in conns:
+            conn.close()
+        for children in apis:
+            children.stop_all()
+    for s in loaded:
+        s.result.local, s.result.http = local[s.label], over_http[s.label]
+    return True
 
-    if ctx.pg_url:
-        sql = seed_sql.SqlBaseline(ctx.pg_url)
-        try:
-            log(f"scale {scale}: loading PostgreSQL")
-            sql.load(data.scaled_plays(base, scale))
-            args = (data.VERTICAL, today, MIN_PLAYS, LIMIT)
-            res.window, window_rows, _ = median_time(
-                lambda: sql.window_query(*args), max(plan.runs, 5), plan.sql_budget_seconds
+
+def bench_sql(ctx: Context, plan: Plan, base: list[data.Play], s: Loaded) -> None:
+    """The PostgreSQL baselines of the gaps read on the same data as ``s``."""
+    if not ctx.pg_url:
+        return
+    res, scale = s.result, s.scale
+    sql = seed_sql.SqlBaseline(ctx.pg_url)
+    try:
+        log(f"scale {scale}: loading PostgreSQL")
+        sql.load(data.scaled_plays(base, scale))
+        args = (data.VERTICAL, s.today, MIN_PLAYS, LIMIT)
+        res.window, window_rows, _ = median_time(
+            lambda: sql.window_query(*args), max(plan.runs, 5), plan.sql_budget_seconds
+        )
+        log(f"scale {scale}: seed-style loop")
+        res.seed_loop, seed_rows, res.seed_runs = median_time(
+            lambda: sql.seed_loop(*args), plan.runs, plan.sql_budget_seconds
+        )
+        res.agree.append(f"window {_agree(window_rows, s.redis_gaps)}")
+        res.agree.append(f"seed loop {_agree(seed_rows, s.redis_gaps)}")
+        if scale <= plan.lazy_max_scale:
+            log(f"scale {scale}: seed-style loop, lazy ORM")
+            res.seed_lazy, lazy_rows, _ = median_time(
+                lambda: sql.seed_loop_lazy(*args), plan.runs, plan.sql_budget_seconds
             )
-            log(f"scale {scale}: seed-style loop")
-            res.seed_loop, seed_rows, res.seed_runs = median_time(
-                lambda: sql.seed_loop(*args), plan.runs, plan.sql_budget_seconds
-            )
-            res.agree.append(f"window {_agree(window_rows, redis_gaps)}")
-            res.agree.append(f"seed loop {_agree(seed_rows, redis_gaps)}")
-            if scale <= plan.lazy_max_scale:
-                log(f"scale {scale}: seed-style loop, lazy ORM")
-                res.seed_lazy, lazy_rows, _ = median_time(
-                    lambda: sql.seed_loop_lazy(*args), plan.runs, plan.sql_budget_seconds
-                )
-                res.agree.append(f"lazy loop {_agree(lazy_rows, redis_gaps)}")
-        finally:
-            sql.drop()
-    state.drop_prefix(ctx.raw, prefix)
-    return res
+            res.agree.append(f"lazy loop {_agree(lazy_rows, s.redis_gaps)}")
+    finally:
+        sql.drop()
 
 
 def _agree(rows: list[seed_sql.GapAnswer], redis_rows: list[seed_sql.GapAnswer]) -> str:
@@ -547,15 +589,25 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_ingest:
             column = table.columns[0]
             _fail_soft(failed, table, "ingest", lambda: bench_ingest(ctx, plan, table, column))
-        results: dict[str, ScaleResult] = {}
+        # Every scale stays loaded while the reads are timed, so that the scales take
+        # turns and their growth is measured side by side (3.5M: about 0.5 GB of Redis).
+        loaded: list[Loaded] = []
         for scale, label in zip(plan.scales, labels, strict=True):
             found = _fail_soft(
-                failed, table, f"scale {label}", lambda s=scale: bench_scale(ctx, plan, s, base)
+                failed,
+                table,
+                f"scale {label}",
+                lambda s=scale, lbl=label: load_scale(ctx, s, base, lbl),
             )
             if found is not None:
-                results[label] = found
-        if results:
-            report_scales(table, plan, results)
+                loaded.append(found)
+        if loaded and _fail_soft(failed, table, "reads", lambda: time_reads(ctx, plan, loaded)):
+            for s in loaded:
+                baseline = partial(bench_sql, ctx, plan, base, s)
+                _fail_soft(failed, table, f"SQL {s.label}", baseline)
+            report_scales(table, plan, {s.label: s.result for s in loaded})
+        for s in loaded:
+            state.drop_prefix(ctx.raw, s.prefix)
         if not args.ingest_only:
             _fail_soft(failed, table, "videos", lambda: bench_videos(ctx, table, labels[0]))
     server = client.info("server")
