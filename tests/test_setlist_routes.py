@@ -41,7 +41,9 @@ def test_routes_answer_the_json_of_the_models(backend: Backend, data: st.DataObj
     base, events = data.draw(event_sets(), label="events")
     oracle = SetlistOracle(events)
     dates = play_dates(oracle) or [base]
-    kept = data.draw(st.sampled_from([*dates, dates[-1] + dt.timedelta(days=1)]), label="kept")
+    # STATSWORKER_TODAY, like as_of, lies within the years events may carry.
+    days = [d for d in [*dates, dates[-1] + dt.timedelta(days=1)] if d.year <= 2100]
+    kept = data.draw(st.sampled_from(days), label="kept")
     with fresh_store(backend) as store:
         store.apply(events, kept)
         conns = Connections(
