@@ -7,6 +7,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -225,29 +226,16 @@ class SetlistStore:
         packed, shows_now, perfs_now = self._read(
             vertical, "trends", as_of, ymd(as_of.replace(day=1))
         )
-        width = keys.TREND_WIDTH
-        months = [
-            (
-                packed[i : i + 4],
-                packed[i + 4 : i + 6],
-                packed[i + 6 : i + 12],
-                packed[i + 12 : i + width],
-            )
-            for i in range(0, len(packed), width)
-        ]
+        rows = list(trend_lines(packed, period))
         if shows_now:
-            months.append(
-                (f"{as_of.year:04d}", f"{as_of.month:02d}", str(shows_now), str(perfs_now))
-            )
-        if period == "month":
-            return [(f"{y}-{m}", int(s), int(n)) for y, m, s, n in months]
-        rows: list[tuple[str, int, int]] = []
-        for y, m, s, n in months:
-            quarter = f"{y}-Q{(int(m) + 2) // 3}"
-            if rows and rows[-1][0] == quarter:
-                rows[-1] = (quarter, rows[-1][1] + int(s), rows[-1][2] + int(n))
+            if period == "month":
+                now = f"{as_of.year:04d}-{as_of.month:02d}"
             else:
-                rows.append((quarter, int(s), int(n)))
+                now = f"{as_of.year:04d}-Q{(as_of.month + 2) // 3}"
+            if rows and rows[-1][0] == now:  # a quarter begun before as_of's month
+                rows[-1] = (now, rows[-1][1] + int(shows_now), rows[-1][2] + int(perfs_now))
+            else:
+                rows.append((now, int(shows_now), int(perfs_now)))
         return rows
 
     def trends(self, vertical: str, as_of: dt.date, period: str) -> Trends:
@@ -335,6 +323,40 @@ class SetlistStore:
                 for song, title, day, show_id, total in found
             ],
         )
+
+
+TREND_MEMO = 16
+"""Stored trend strings (with a period) whose rows each process keeps."""
+
+
+@lru_cache(maxsize=TREND_MEMO)
+def trend_lines(packed: str, period: str) -> tuple[tuple[str, int, int], ...]:
+    """The rows of ``packed``, lines of ``trend`` (``keys.TREND_WIDTH`` bytes a month:
+    YYYYMM, shows, performances), by month or by quarter.
+
+    Kept by the string itself: a read of unchanged history skips cutting it up (about
+    1 us a row, thousands of rows for a long history), and a read after a write that
+    changed a month gets another string, so the answer is never older than the state.
+    """
+    width = keys.TREND_WIDTH
+    if period == "month":
+        return tuple(
+            (
+                f"{packed[i : i + 4]}-{packed[i + 4 : i + 6]}",
+                int(packed[i + 6 : i + 12]),
+                int(packed[i + 12 : i + width]),
+            )
+            for i in range(0, len(packed), width)
+        )
+    rows: list[tuple[str, int, int]] = []
+    for i in range(0, len(packed), width):
+        quarter = f"{packed[i : i + 4]}-Q{(int(packed[i + 4 : i + 6]) + 2) // 3}"
+        shows, perfs = int(packed[i + 6 : i + 12]), int(packed[i + 12 : i + width])
+        if rows and rows[-1][0] == quarter:
+            rows[-1] = (quarter, rows[-1][1] + shows, rows[-1][2] + perfs)
+        else:
+            rows.append((quarter, shows, perfs))
+    return tuple(rows)
 
 
 def apply_head(today: dt.date) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from events.schemas import EventError, parse_event
 from stats import keys
 from stats.keys import BUSTOUT_INDEX_DAYS
-from stats.setlists import ApplyResult, SetlistStore, UnknownVertical
+from stats.setlists import ApplyResult, SetlistStore, UnknownVertical, trend_lines
 from tests.conftest import Backend
 from tests.setlist_oracle import SetlistOracle, check_all_reads, dump, recorded, retracted
 
@@ -139,6 +139,28 @@ def test_trends(store: SetlistStore) -> None:
         ("2024-Q1", 1, 3),
     ]
     check(store, HISTORY, D, day("2024-03-01"), day("2024-02-29"), day("2024-05-01"))
+
+
+def test_trends_of_unchanged_history_are_cut_once_and_follow_every_write(
+    store: SetlistStore,
+) -> None:
+    """The rows of the stored trend string are kept by the string itself: a repeated read
+    reuses them, a write to an earlier month or a retraction is in the next answer."""
+    store.apply(HISTORY, D)
+
+    def months() -> list[tuple[str, int, int]]:
+        return [(t.period, t.shows, t.performances) for t in store.trends(V, D, "month").trends]
+
+    first = months()
+    hits = trend_lines.cache_info().hits
+    assert months() == first
+    assert trend_lines.cache_info().hits == hits + 1
+    later = [recorded("s2-late", "e", "s2", "2023-06-01", at=5)]
+    store.apply(later, D)
+    assert ("2023-06", 1, 3) in months()
+    store.apply([retracted("s2-late", at=6), retracted("s1-0", at=6)], D)
+    assert months() == [("2023-01", 1, 2), *first[1:]]
+    check(store, [*HISTORY, *later, retracted("s2-late", at=6), retracted("s1-0", at=6)], D)
 
 
 def test_stats(store: SetlistStore) -> None:
