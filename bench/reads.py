@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Response
 
 from api_stub import setlist_routes
+from stats.setlists import trend_lines
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,8 @@ class Route:
 
     label: str
     call: Callable[[Any, str, str], Any]
-    path: Callable[[str, str], str]
+    path: Callable[[str, str], str] | None
+    """None: timed in process only."""
 
 
 ROUTES: tuple[Route, ...] = (
@@ -46,6 +48,11 @@ ROUTES: tuple[Route, ...] = (
         lambda v, s: f"/analytics/trends/{v}?period=month",
     ),
     Route(
+        "trends month, history changed",
+        lambda c, v, s: _changed(lambda: setlist_routes.trends(c, v, period="month")),
+        None,
+    ),
+    Route(
         "trends quarter",
         lambda c, v, s: setlist_routes.trends(c, v, period="quarter"),
         lambda v, s: f"/analytics/trends/{v}?period=quarter",
@@ -66,7 +73,15 @@ ROUTES: tuple[Route, ...] = (
         lambda v, s: f"/analytics/debut-songs/{v}",
     ),
 )
-"""Every setlist route with its default parameters (as a front end calls them)."""
+"""Every setlist route with its default parameters (as a front end calls them), and
+the trends read as it runs right after a write changed a month (in process only)."""
+
+
+def _changed(call: Callable[[], Any]) -> Any:
+    # Forget the rows cut from the stored trend string, as a new string (a write to
+    # any month) would: the cost of a trends read after each write.
+    trend_lines.cache_clear()
+    return call()
 
 
 def rows_returned(answer: Any) -> int:
@@ -110,7 +125,7 @@ Timer = Callable[[Route, int], float]
 
 
 def interleaved(
-    timers: dict[str, Timer], calls: int, rounds: int, warmup: int = 3
+    timers: dict[str, Timer], calls: int, rounds: int, warmup: int = 3, http: bool = False
 ) -> dict[str, dict[str, Latency]]:
     """p50 and p99 of every route under each timer (one per scale), by timer and route.
 
@@ -119,16 +134,17 @@ def interleaved(
     run takes, lands on every route and every scale alike: the growth from one scale to
     the next is read off samples taken side by side.
     """
+    routes = [r for r in ROUTES if r.path is not None or not http]
     samples: dict[str, dict[str, list[float]]] = {
-        name: {r.label: [] for r in ROUTES} for name in timers
+        name: {r.label: [] for r in routes} for name in timers
     }
     for timed in timers.values():
-        for route in ROUTES:
+        for route in routes:
             for i in range(warmup):
                 timed(route, i)
     per_round = max(1, calls // rounds)
     for rnd in range(rounds):
-        for route in ROUTES:
+        for route in routes:
             for name, timed in timers.items():
                 for i in range(per_round):
                     samples[name][route.label].append(timed(route, rnd * per_round + i))
@@ -155,6 +171,7 @@ def http_timer(conn: http.client.HTTPConnection, vertical: str, songs: list[str]
     """Times a route over HTTP/1.1 keep-alive on ``conn`` (to ``statsworker api``)."""
 
     def timed(route: Route, i: int) -> float:
+        assert route.path is not None
         path = route.path(vertical, songs[i % len(songs)])
         started = time.perf_counter()
         conn.request("GET", path)
@@ -181,6 +198,6 @@ def over_http(
     """Latency of each route over HTTP/1.1 keep-alive to the API on ``port``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        return interleaved({"": http_timer(conn, vertical, songs)}, calls, rounds)[""]
+        return interleaved({"": http_timer(conn, vertical, songs)}, calls, rounds, http=True)[""]
     finally:
         conn.close()

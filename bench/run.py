@@ -347,7 +347,7 @@ def time_reads(ctx: Context, plan: Plan, loaded: list[Loaded]) -> bool:
             for s, conn in zip(loaded, conns, strict=True)
         }
         log("reads over HTTP, the scales taking turns")
-        over_http = reads.interleaved(timers, plan.http_calls, plan.rounds)
+        over_http = reads.interleaved(timers, plan.http_calls, plan.rounds, http=True)
     finally:
         for conn in conns:
             conn.close()
@@ -437,6 +437,8 @@ def report_scales(table: Table, plan: Plan, results: dict[str, ScaleResult]) -> 
     ):
         table.section(title)
         for route in reads.ROUTES:
+            if route.label not in getattr(first, kind):
+                continue  # timed in process only
             cells = {c: _p50_p99(getattr(r, kind)[route.label]) for c, r in results.items()}
             cells[TARGET] = target or ROUTE_TARGETS.get(route.label, "p50 <= 3 ms")
             table.add(route.label, cells)
