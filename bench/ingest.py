@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rq import Queue
@@ -26,6 +26,13 @@ class IngestRun:
     events: int
     seconds: float
     publish_seconds: float
+    cpu: Mapping[str, float] = field(default_factory=dict)
+    """CPU seconds used during the run, by part: ``publisher`` (this process while it
+    published) and whatever the caller's meter names (workers, Redis)."""
+
+    def cpu_us(self, part: str) -> float:
+        """CPU microseconds per event of ``part``."""
+        return self.cpu[part] * 1e6 / self.events
 
     @property
     def publish_rate(self) -> float:
@@ -64,17 +71,22 @@ def ingest_once(
     batch_size: int,
     timeout: float,
     sink: EventSink | None = None,
+    meter: Callable[[], Mapping[str, float]] | None = None,
 ) -> IngestRun:
     """Publish ``events`` in jobs of ``batch_size`` and wait until all are applied.
 
     ``sink`` is the event log the publisher writes each batch to before queueing it,
-    as the product's publisher does.
+    as the product's publisher does. ``meter`` gives the CPU seconds used so far by
+    the other processes of the run, by name; the run records what each used.
     """
     reset_state(client, prefix)
     publisher = Publisher(queue, batch_size=batch_size, sink=sink)
+    before = dict(meter()) if meter is not None else {}
+    cpu_started = time.process_time()
     started = time.perf_counter()
     report = publisher.publish_objects(events)
     published = time.perf_counter() - started
+    publisher_cpu = time.process_time() - cpu_started
     if report.rejected:
         raise RuntimeError(f"benchmark events were rejected: {report.rejected[:3]}")
     deadline = time.monotonic() + timeout
@@ -86,7 +98,11 @@ def ingest_once(
                 f"{timeout:.0f} s; failed jobs: {failed[:5]}"
             )
         time.sleep(POLL_SECONDS)
-    return IngestRun(len(events), time.perf_counter() - started, published)
+    seconds = time.perf_counter() - started
+    cpu = {"publisher": publisher_cpu}
+    if meter is not None:
+        cpu.update({part: used - before.get(part, 0.0) for part, used in meter().items()})
+    return IngestRun(len(events), seconds, published, cpu)
 
 
 def median_rate(runs: Sequence[IngestRun]) -> float:

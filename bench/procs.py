@@ -79,6 +79,17 @@ class Children:
                 tail = log.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"child {proc.args} exited with {proc.returncode}:\n{tail}")
 
+    def stop_newest(self) -> None:
+        """SIGTERM the child started last (a warm shutdown for RQ) and wait for it."""
+        proc = self.procs.pop()
+        self.logs.pop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
     def stop_all(self) -> None:
         """SIGTERM every child (a warm shutdown for RQ), then SIGKILL the stragglers."""
         for proc in self.procs:
@@ -105,6 +116,28 @@ def start_workers(children: Children, queue: Queue, n: int, timeout: float = 60.
         if time.monotonic() > deadline:
             raise TimeoutError(f"{n} worker(s) did not register within {timeout:.0f} s")
         time.sleep(0.05)
+
+
+def stop_workers(children: Children, queue: Queue, n: int, timeout: float = 60.0) -> None:
+    """Stop the newest workers until ``n`` are registered on ``queue``; wait for them."""
+    while Worker.count(queue=queue) > n and children.procs:
+        children.stop_newest()
+    deadline = time.monotonic() + timeout
+    while Worker.count(queue=queue) > n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers did not leave the registry within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far; None where ``/proc``
+    does not say (not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_api(children: Children, timeout: float = 60.0) -> int:

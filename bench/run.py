@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,8 +41,16 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench import data, ingest, reads, seed_sql, state
-from bench.procs import Children, PrivateRedis, delete_pattern, start_api, start_workers
-from bench.table import Table, ms, rate, times
+from bench.procs import (
+    Children,
+    PrivateRedis,
+    cpu_seconds,
+    delete_pattern,
+    start_api,
+    start_workers,
+    stop_workers,
+)
+from bench.table import Table, ms, rate, times, times2
 from stats.setlists import SetlistStore
 from stats.settings import Settings
 from worker.cli import tune_gc
@@ -51,6 +60,8 @@ DEFAULT_REDIS_URL = os.environ.get("STATSWORKER_REDIS_URL", "redis://127.0.0.1:6
 DEFAULT_PG_URL = os.environ.get("STATSWORKER_BENCH_PG_URL", seed_sql.DEFAULT_PG_URL)
 TARGET = "target"
 """The last column: what the project aims for (p50 where a latency is meant)."""
+CPU_PARTS = ("publisher", "workers", "redis")
+"""The processes of an ingest run whose CPU time per event the table shows."""
 MIN_PLAYS, LIMIT = 5, 50
 """The gaps read every baseline answers (the route's defaults)."""
 
@@ -174,34 +185,49 @@ def bench_ingest(ctx: Context, plan: Plan, table: Table, column: str) -> None:
     publish: dict[str, float] = {}
     logs = count()
 
+    def meter() -> dict[str, float]:
+        # Stopped workers have left children.procs: only the live ones are counted.
+        workers = [cpu_seconds(p.pid) for p in children.procs]
+        return {
+            "workers": sum(c for c in workers if c is not None),
+            "redis": cpu_seconds(server.proc.pid) or 0.0,
+        }
+
     def once(batch: list[dict[str, Any]], size: int, logged: bool = True) -> ingest.IngestRun:
         # A fresh SQLite event log per run (the product's default log), so every run
         # logs new events rather than finding them already there.
         if not logged:
-            return ingest.ingest_once(client, queue, prefix, batch, size, timeout)
+            return ingest.ingest_once(client, queue, prefix, batch, size, timeout, meter=meter)
         sink = EventLog(f"sqlite:///{children.tmp / f'publisher-{next(logs)}.db'}")
         try:
-            return ingest.ingest_once(client, queue, prefix, batch, size, timeout, sink)
+            return ingest.ingest_once(client, queue, prefix, batch, size, timeout, sink, meter)
         finally:
             sink.dispose()
 
+    runs: dict[str, list[ingest.IngestRun]] = defaultdict(list)
     try:
         start_workers(children, queue, 1)
         log(f"ingest: job-per-event baseline, {plan.baseline_events} events")
         base = [once(events[: plan.baseline_events], 1) for _ in range(plan.runs)]
         results["baseline"] = ingest.median_rate(base)
-        for workers in (1, 2):
-            start_workers(children, queue, workers)
-            for size in (small, big):
-                log(f"ingest: {workers} worker(s), batches of {size}, {len(events)} events")
-                runs = [once(events, size) for _ in range(plan.runs)]
-                results[f"{workers}:{size}"] = ingest.median_rate(runs)
-                publish[f"{workers}:{size}"] = statistics.median(r.publish_rate for r in runs)
-            if workers == 1:
-                log(f"ingest: 1 worker, batches of {big}, publisher without the event log")
-                runs = [once(events, big, logged=False) for _ in range(plan.runs)]
-                results["nolog"] = ingest.median_rate(runs)
-                publish["nolog"] = statistics.median(r.publish_rate for r in runs)
+        # One worker and two take turns round by round, so that the machine's speed,
+        # which drifts over minutes, weighs on both alike; the ratio row pairs them by round.
+        for round_no in range(plan.runs):
+            for workers in (1, 2):
+                stop_workers(children, queue, workers)
+                start_workers(children, queue, workers)
+                for size in (small, big):
+                    log(
+                        f"ingest round {round_no + 1}/{plan.runs}: {workers} worker(s),"
+                        f" batches of {size}, {len(events)} events"
+                    )
+                    runs[f"{workers}:{size}"].append(once(events, size))
+                if workers == 1:
+                    log(f"ingest: 1 worker, batches of {big}, publisher without the event log")
+                    runs["nolog"].append(once(events, big, logged=False))
+        for name, done in runs.items():
+            results[name] = ingest.median_rate(done)
+            publish[name] = statistics.median(r.publish_rate for r in done)
         check = SetlistStore(client, prefix).stats(data.VERTICAL, today)
         unique = len({e["performance_id"] for e in events})
         ok = check.total_performances == unique
@@ -228,6 +254,23 @@ def bench_ingest(ctx: Context, plan: Plan, table: Table, column: str) -> None:
                     TARGET: ">= 20,000, aim 50,000" if workers == 1 else "no slower than 1",
                 },
             )
+    for size in (small, big):
+        pairs = zip(runs[f"2:{size}"], runs[f"1:{size}"], strict=True)
+        table.add(
+            f"ingest 2 workers / 1 worker, batches of {size}, same round",
+            {
+                column: times2(statistics.median(two.rate / one.rate for two, one in pairs)),
+                TARGET: ">= 1.00x",
+            },
+        )
+    for workers in (1, 2):
+        done = runs[f"{workers}:{small}"]
+        parts = [statistics.median(r.cpu_us(part) for r in done) for part in CPU_PARTS]
+        table.add(
+            f"CPU us/event, publisher + workers + Redis, {workers} worker"
+            f"{'s' if workers > 1 else ''}, batches of {small}",
+            {column: " + ".join(f"{p:.1f}" for p in parts) + f" = {sum(parts):.1f}"},
+        )
     table.add(
         f"publisher alone (validate, log, enqueue), batches of {big}",
         {column: rate(publish[f"1:{big}"])},

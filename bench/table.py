@@ -53,3 +53,8 @@ def rate(value: float) -> str:
 def times(value: float) -> str:
     """A ratio."""
     return f"{value:,.1f}x"
+
+
+def times2(value: float) -> str:
+    """A ratio near 1, to two decimals."""
+    return f"{value:.2f}x"
