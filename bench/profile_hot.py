@@ -29,12 +29,11 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 import redis
 from rq import Queue
-from rq.serializers import JSONSerializer
 
 from bench import data, reads
 from bench.procs import PrivateRedis
 from events import wire
-from events.publisher import APPLY_RECORDS, Publisher
+from events.publisher import APPLY_RECORDS, Publisher, job_queue
 from events.schemas import parse_event
 from events.wire import record_of
 from stats import keys
@@ -116,7 +115,7 @@ def stage_split(
 def publish_split(raw: Any, events: list[dict[str, Any]]) -> dict[str, float]:
     """Seconds per stage of publishing ``events`` in batches of ``BATCH``, as
     ``Publisher.publish_objects`` does: validate, log (SQLite), enqueue records, mark."""
-    queue = Queue(f"prof{uuid.uuid4().hex[:6]}-q", connection=raw, serializer=JSONSerializer)
+    queue = job_queue(f"prof{uuid.uuid4().hex[:6]}-q", raw)
     tmp = Path(tempfile.mkdtemp(prefix="statsworker-prof-"))
     sink = EventLog(f"sqlite:///{tmp / 'log.db'}")
     out = dict.fromkeys(
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             records = [record_of(parse_event(e)) for e in events]
             batches = [records[i : i + BATCH] for i in range(0, n, BATCH)]
             profile("worker job apply_records", lambda: [jobs.apply_records(b) for b in batches])
-            queue = Queue(f"{prefix}-q", connection=rawc, serializer=JSONSerializer)
+            queue = job_queue(f"{prefix}-q", rawc)
             tmp = Path(tempfile.mkdtemp(prefix="statsworker-prof-"))
             sink = EventLog(f"sqlite:///{tmp / 'log.db'}")
             profile(

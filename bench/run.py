@@ -38,7 +38,6 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 import redis
 from rq import Queue
 from rq.registry import FailedJobRegistry
-from rq.serializers import JSONSerializer
 
 from bench import data, ingest, reads, seed_sql, state
 from bench.procs import (
@@ -51,6 +50,7 @@ from bench.procs import (
     stop_workers,
 )
 from bench.table import Table, ms, rate, times, times2
+from events.publisher import job_queue
 from stats.setlists import SetlistStore
 from stats.settings import Settings
 from worker.cli import tune_gc
@@ -177,7 +177,7 @@ def bench_ingest(ctx: Context, plan: Plan, table: Table, column: str) -> None:
     client = redis.Redis.from_url(server.url, decode_responses=True)
     raw = redis.Redis.from_url(server.url)
     prefix = ctx.prefix("i")
-    queue = Queue(f"{prefix}-q", connection=raw, serializer=JSONSerializer)
+    queue = job_queue(f"{prefix}-q", raw)
     children = Children(server.url, prefix, queue.name, today)
     timeout = max(120.0, len(events) / 200)
     small, big = plan.batch_sizes

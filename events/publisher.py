@@ -6,11 +6,14 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rq import Queue, Retry
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from events.schemas import Event, EventError, parse_event, parse_json_line
 from events.wire import record_of
@@ -82,6 +85,34 @@ def follow(items: Iterable[Any], every: float = IDLE_TICK_SECONDS) -> Iterator[A
         if isinstance(item, _ReadFailed):
             raise item.error
         yield item
+
+
+JOB_COMPRESSION = 1
+"""zlib level of a queued job's data. RQ compresses at zlib's default, 6: for a job of
+1,000 wire records 1.6 ms against 0.4 ms at level 1, which stores 19 KB instead of 15
+while the job waits (one-off timing, 2026-12-02)."""
+
+
+class CompactJob(Job):
+    """An RQ job whose data is compressed at :data:`JOB_COMPRESSION`. Any RQ worker
+    reads it: ``zlib.decompress`` takes every level."""
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
+        data = self.data
+        # RQ's own to_dict compresses ``_data`` at level 6: give it nothing to compress.
+        self._data = b""
+        try:
+            obj = super().to_dict(include_meta=include_meta, include_result=include_result)
+        finally:
+            self._data = data
+        obj["data"] = zlib.compress(data, JOB_COMPRESSION)
+        return obj
+
+
+def job_queue(name: str, connection: Any) -> Queue:
+    """The RQ queue ``name`` as statsworker uses it: JSON jobs (no pickle), each
+    compressed as :class:`CompactJob` compresses it."""
+    return Queue(name, connection=connection, serializer=JSONSerializer, job_class=CompactJob)
 
 
 FAILURE_TTL = 30 * 24 * 3600

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, parse_composite_key
 from rq.worker import BaseWorker
 
-from events.publisher import APPLY_BATCH
+from events.publisher import APPLY_BATCH, APPLY_RECORDS, JOB_COMPRESSION, Publisher
 from events.schemas import Event
+from events.wire import record_of
+from stats.keys import metrics_key
 from tests.conftest import REAL_REDIS_URL, Backend
 from tests.faults_support import (
     TODAY,
@@ -41,7 +44,7 @@ from worker import context
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import make_publisher
 from worker.reaper import DEAD_AFTER, STRANDED_AFTER, Reaper
-from worker.runner import StatsWorker, make_worker
+from worker.runner import StatsWorker, make_worker, run_worker
 
 KILLS = 20
 """Workers SIGKILLed during the ingest of the killed-worker test."""
@@ -318,3 +321,26 @@ def test_the_recompute_notices_a_lost_event(rq_conns: Connections) -> None:
             check_answers(conns, events, reference)
     finally:
         delete_prefix(conns.state, reference)
+
+
+def test_a_queued_batch_is_compressed_lightly_and_any_rq_job_reads_it(
+    rq_conns: Connections,
+) -> None:
+    events = generate_events(seed=3, performances=100, videos=10)
+    report = Publisher(rq_conns.queue, batch_size=len(events)).publish(events)
+    assert report.jobs == 1
+    (job_id,) = rq_conns.queue.get_job_ids()
+    stored = rq_conns.raw.hget(f"rq:job:{job_id}", "data")
+    plain = zlib.decompress(stored)
+    assert stored == zlib.compress(plain, JOB_COMPRESSION) != zlib.compress(plain)
+    # A stock RQ job (what any worker fetches) reads the same call.
+    job = Job.fetch(job_id, connection=rq_conns.raw, serializer=JSONSerializer)
+    assert type(job) is Job
+    assert job.func_name == APPLY_RECORDS
+    assert list(job.args) == [[record_of(e) for e in events]]
+    context.set_current(rq_conns)
+    run_worker(rq_conns, burst=True, with_scheduler=False)
+    counters = rq_conns.state.hgetall(metrics_key(rq_conns.settings.key_prefix))
+    applied = sum(int(v) for k, v in counters.items() if k.startswith("applied:"))
+    assert applied == len(events)
+    assert rq_conns.queue.count == 0

@@ -14,8 +14,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from rq import Queue
-from rq.serializers import JSONSerializer
 
+from events.publisher import job_queue
 from stats.setlists import SetlistStore
 from stats.settings import Settings
 from stats.videos import VideoStore
@@ -107,7 +107,7 @@ class Connections:
     videos: VideoStore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.queue = Queue(self.settings.queue, connection=self.raw, serializer=JSONSerializer)
+        self.queue = job_queue(self.settings.queue, self.raw)
         self.setlists = SetlistStore(self.state, self.settings.key_prefix)
         self.videos = VideoStore(self.state, self.settings.key_prefix)
 
