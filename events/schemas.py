@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from functools import cache, cached_property
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -44,13 +45,38 @@ class EventError(ValueError):
         self.reason = reason
 
 
+T = TypeVar("T")
+
+
+class computed_once(Generic[T]):  # noqa: N801 - used as a decorator, like cached_property
+    """A property computed on first use and then kept in the instance, as
+    ``functools.cached_property`` does but without its lock: Python 3.11's takes a
+    lock on every first use (0.6 us against 0.3 in a one-off timing, once per event
+    published). Events are not shared between threads while they are built; at worst
+    two threads compute the same value twice."""
+
+    def __init__(self, compute: Callable[[Any], T]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(computed_once,))
 
     event_id: Ident
     occurred_at: Timestamp
 
-    @cached_property
+    @computed_once
     def version(self) -> str:
         """Sortable ``(occurred_at, event_id)``: the greater version wins."""
         return version_of(self.occurred_at, self.event_id)

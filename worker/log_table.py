@@ -44,8 +44,22 @@ event_log = sa.Table(
     sa.Column("fields", sa.Text(), nullable=True),
     sa.Column("batch", sa.BigInteger(), nullable=True),
     sa.UniqueConstraint("event_id", name="uq_event_log_event_id"),
-    sa.Index("ix_event_log_vertical", "vertical", "entity_id"),
-    sa.Index("ix_event_log_creator", "creator", "entity_id"),
+    # Only the rows that have a vertical (a creator): the queries name one, which implies
+    # it is not NULL, and the other kind of event then adds nothing to the index.
+    sa.Index(
+        "ix_event_log_vertical",
+        "vertical",
+        "entity_id",
+        postgresql_where=sa.text("vertical IS NOT NULL"),
+        sqlite_where=sa.text("vertical IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_event_log_creator",
+        "creator",
+        "entity_id",
+        postgresql_where=sa.text("creator IS NOT NULL"),
+        sqlite_where=sa.text("creator IS NOT NULL"),
+    ),
     sa.Index(
         "ix_event_log_pending",
         "logged_at",
