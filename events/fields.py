@@ -105,7 +105,8 @@ def _timestamp(value: Any) -> Instant:
             parsed.astimezone(dt.UTC)
         except OverflowError:
             raise ValueError(f"{value!r} lies outside the years 0001-9999 in UTC") from None
-    parsed.nanos = nanos
+    if nanos:  # the class says 0 otherwise, and an instance then needs no __dict__
+        parsed.nanos = nanos
     return parsed
 
 

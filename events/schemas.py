@@ -48,7 +48,7 @@ class EventError(ValueError):
 T = TypeVar("T")
 
 
-class computed_once(Generic[T]):  # noqa: N801 - used as a decorator, like cached_property
+class computed_once(Generic[T]):
     """A property computed on first use and then kept in the instance, as
     ``functools.cached_property`` does but without its lock: Python 3.11's takes a
     lock on every first use (0.6 us against 0.3 in a one-off timing, once per event
