@@ -14,13 +14,14 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rq import Queue, Retry
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import as_text, parse_composite_key
+from rq.utils import as_text, parse_composite_key, utcformat
 from rq.worker import BaseWorker
 
 from events.publisher import APPLY_BATCH, APPLY_RECORDS, JOB_COMPRESSION, Publisher
@@ -265,6 +266,26 @@ def test_a_worker_that_registered_its_death_is_dead_at_once(rq_conns: Connection
     worker, _job = take_job(rq_conns)
     worker.register_death()
     assert Reaper(rq_conns.queue).reap() == [job_id]
+
+
+def test_a_heartbeat_is_one_round_trip_and_does_what_rqs_does(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = make_worker(rq_conns)
+    worker.register_birth()
+    rq_conns.raw.expire(worker.key, 5)
+    sent: list[tuple[Any, ...]] = []
+    real = rq_conns.raw.execute_command
+    monkeypatch.setattr(
+        rq_conns.raw, "execute_command", lambda *a, **k: sent.append(a) or real(*a, **k)
+    )
+    worker.heartbeat(1000)
+    assert sent == []  # the three commands went as one pipeline
+    monkeypatch.undo()
+    assert 990 < rq_conns.raw.ttl(worker.key) <= 1000
+    stamp = rq_conns.raw.hget(worker.key, "last_heartbeat").decode()
+    assert stamp == utcformat(worker.last_heartbeat)
+    worker.register_death()
 
 
 def test_a_job_whose_worker_key_expired_is_orphaned_at_once(rq_conns: Connections) -> None:

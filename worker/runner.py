@@ -58,6 +58,17 @@ class StatsWorker(SimpleWorker):
             self._guard_thread.join(timeout=10)
         super().teardown()  # type: ignore[no-untyped-call]
 
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat (the worker's timestamp and two expiries), sent as one round
+        trip: RQ beats several times per job and sends the three commands one by one
+        when it passes no pipeline of its own."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)
+            return
+        with self.connection.pipeline(transaction=False) as own:
+            super().heartbeat(timeout, pipeline=own)
+            own.execute()
+
     def reap(self) -> list[str]:
         """Requeue the orphaned jobs of every queue of this worker; returns their ids."""
         requeued: list[str] = []
