@@ -185,6 +185,9 @@ def driver_row(event: Event, body: Any, now: Any, sqlite_times: bool) -> tuple[A
         event.version,
         orjson.dumps(body).decode(),
         now,
-        True,  # tracked by its batch (see PENDING)
+        # Tracked by its batch (see PENDING). SQLite stores a bool as the integer 1
+        # anyway, and Python's sqlite3 looks for an adapter for every bool it binds
+        # (0.35 us a row in a one-off timing); PostgreSQL's column takes only a bool.
+        1 if sqlite_times else True,
         setlist_fields(event),
     )
