@@ -1,6 +1,6 @@
 """The publisher's CPU per event: a git revision against the working tree, in turns.
 
-    python bench/publish_ab.py [REV] [--rounds N] [--batch N] [--events N]
+    python bench/publish_ab.py [REV] [--rounds N] [--batch N] [--events N] [--instructions]
 
 Each round runs ``Publisher.publish_objects`` on the real Grateful Dead events (35,425)
 once with the code of REV (default HEAD, checked out into a temporary worktree) and once
@@ -9,6 +9,13 @@ queue of its own on a private ``redis-server``: validation, the log's writes, th
 records and the enqueue, as in the ingest rows of ``bench/run.py``. Prints, for each,
 the CPU time of the publishing process per event (``time.process_time``, which another
 process's load inflates less than wall time) and the wall time, medians over the rounds.
+
+``--instructions`` runs each publisher under ``valgrind --tool=callgrind`` instead and
+prints the instructions it executes per event: the count of a run that publishes the events less
+that of the same run publishing none of them (start-up, imports, reading the events),
+divided by the events. A
+count does not move with the machine's load, so a change of a few percent shows; it
+leaves out the kernel's work (the log's fsync, the sockets) and Redis.
 """
 
 from __future__ import annotations
@@ -47,8 +54,9 @@ except ImportError:  # revisions before it: RQ's own job
     def job_queue(name, connection):
         return Queue(name, connection=connection, serializer=JSONSerializer)
 tune_gc()
-url, name, batch, path = sys.argv[1:5]
+url, name, batch, path, limit = sys.argv[1:6]
 events = json.loads(Path(path).read_text())
+events = events[: int(limit)] if limit else events
 queue = job_queue(name, redis.Redis.from_url(url))
 tmp = Path(tempfile.mkdtemp(prefix="swpubab-"))
 log = EventLog(f"sqlite:///{tmp / 'log.db'}")
@@ -63,11 +71,21 @@ print(json.dumps({"cpu": cpu, "wall": wall, "events": len(events)}))
 """
 
 
-def run_child(tree: Path, url: str, name: str, batch: int, events_file: Path) -> dict[str, Any]:
-    """One publish in a fresh process importing the code of ``tree``."""
+def run_child(
+    tree: Path,
+    url: str,
+    name: str,
+    batch: int,
+    events_file: Path,
+    wrapper: list[str] | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """One publish in a fresh process importing the code of ``tree`` (of the first
+    ``limit`` events of the file, when given)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, "-c", CHILD, url, name, str(batch), str(events_file)]
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, url, name, str(batch), str(events_file)],
+        [*(wrapper or []), *command, "" if limit is None else str(limit)],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -80,12 +98,33 @@ def run_child(tree: Path, url: str, name: str, batch: int, events_file: Path) ->
     return found
 
 
+def instructions(tree: Path, url: str, batch: int, events_file: Path, out: Path) -> float:
+    """Instructions per event of the publisher of ``tree`` (see the module docstring):
+    both runs read the events, one publishes none of them."""
+    counts = []
+    for n, limit in enumerate((None, 0)):
+        out_file = out / f"cg.{tree.name}.{n}"
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
+        found = run_child(tree, url, f"pubab-cg-{n}", batch, events_file, wrapper, limit)
+        counts.append((_total(out_file), found["events"]))
+    (with_events, n_events), (without, _) = counts
+    return (with_events - without) / n_events
+
+
+def _total(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no instruction total in {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rev", nargs="?", default="HEAD")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--events", type=int, default=0, help="use the first N (default: all)")
+    parser.add_argument("--instructions", action="store_true", help="count them (callgrind)")
     args = parser.parse_args(argv)
     events = [data.event_dict(p) for p in data.scaled_plays(data.load_plays(), 1)]
     if args.events:
@@ -102,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     server = PrivateRedis()
     results: dict[str, list[dict[str, Any]]] = {args.rev: [], "working tree": []}
     try:
+        if args.instructions:
+            for label, tree in ((args.rev, old), ("working tree", ROOT)):
+                per_event = instructions(tree, server.url, args.batch, events_file, tmp)
+                print(f"  {label:14s} {per_event:,.0f} instructions/event ({len(events):,} events)")
+            return 0
         for round_no in range(args.rounds):
             for label, tree in ((args.rev, old), ("working tree", ROOT)):
                 found = run_child(tree, server.url, f"pubab-{round_no}", args.batch, events_file)
