@@ -42,7 +42,7 @@ from events.schemas import parse_event
 from events.wire import record_of
 from stats import keys
 from stats.scripts import expand, lua_source
-from stats.setlists import EVENTS_PER_CALL, apply_head
+from stats.setlists import EVENTS_PER_CALL, apply_head, event_args
 
 SCRIPT = "setlist_apply"
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.load and name == "working tree":
                         argv_[2] = str(args.load)
                     for r in records[start : start + EVENTS_PER_CALL]:
-                        argv_ += (r[0], r[2], keys.stored_version(r[3]), r[4], r[5], r[6], r[7])
+                        argv_ += event_args(r)
                     apply_script(keys=vkeys, args=argv_)
                 if callgrind is not None:
                     cpu[name].append(callgrind.count() / len(records))

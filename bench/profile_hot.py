@@ -37,7 +37,7 @@ from events.publisher import APPLY_RECORDS, Publisher, job_queue
 from events.schemas import parse_event
 from events.wire import record_of
 from stats import keys
-from stats.setlists import EVENTS_PER_CALL, SetlistStore, apply_head
+from stats.setlists import EVENTS_PER_CALL, SetlistStore, apply_head, event_args
 from stats.settings import Settings
 from worker.eventlog import EventLog
 
@@ -87,7 +87,7 @@ def stage_split(
         t2 = time.perf_counter()
         args: list[str] = apply_head(today)
         for r in batch:
-            args += (r[0], r[2], keys.stored_version(r[3]), r[4], r[5], r[6], r[7])
+            args += event_args(r)
         t3 = time.perf_counter()
         conn.pack_command("EVALSHA", "0" * 40, len(vkeys), *vkeys, *args)
         t4 = time.perf_counter()

@@ -3,8 +3,10 @@
 -- ARGV[1]     = today: the date (YYYY-MM-DD) the caller's clock reads; ARGV[2] = the gap (days)
 --               from which a play is indexed in `bust` (stats/keys.py: BUSTOUT_INDEX_DAYS);
 --               ARGV[3] = records per `perf` bucket (stats/keys.py: PERF_BUCKET_LOAD)
--- ARGV[4..]   = 7 per event: op (R = recorded, X = retracted), performance_id,
---               version, song, show_id, show_date (YYYY-MM-DD), song_title
+-- ARGV[4..]   = 8 per event: op (R = recorded, X = retracted), performance_id,
+--               version, song, show_id, show_date (YYYY-MM-DD), song_title, and the
+--               performance_id's hash (pid_hash below) as 4 bytes, big-endian
+--               (stats/setlists.py: event_args)
 -- Returns {applied, stale}: events that changed the winner, events that lost to it.
 --
 -- Sorted-set scores are dates written as numbers (YYYYMMDD), readable in redis-cli;
@@ -484,9 +486,11 @@ local function flush()
 end
 
 local applied, stale = 0, 0
-for base = 4, #ARGV, 7 do
+for base = 4, #ARGV, 8 do
   local op, pid, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local b = bucket_of(pid_hash(pid), bucket_count(records))
+  -- The caller computed pid_hash(pid); the bucket splits below compute it here.
+  local h1, h2, h3, h4 = byte(ARGV[base + 7], 1, 4)
+  local b = bucket_of(((h1 * 256 + h2) * 256 + h3) * 256 + h4, bucket_count(records))
   local stored = bucket(b)
   local key = pid .. '\31'
   local at = record_at(stored, key)
