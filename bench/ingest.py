@@ -105,6 +105,38 @@ def ingest_once(
     return IngestRun(len(events), seconds, published, cpu)
 
 
+def drain_once(
+    client: Any,
+    queue: Queue,
+    prefix: str,
+    events: Sequence[dict[str, Any]],
+    batch_size: int,
+    timeout: float,
+    start_workers: Callable[[], None],
+) -> IngestRun:
+    """Fill the queue with ``events`` while no worker runs, then start the workers and
+    time them from the moment all have registered until every event is applied: the
+    workers' own rate, without a publisher beside them. Events applied before the last
+    worker registered are left out of the rate."""
+    reset_state(client, prefix)
+    report = Publisher(queue, batch_size=batch_size).publish_objects(events)
+    if report.rejected:
+        raise RuntimeError(f"benchmark events were rejected: {report.rejected[:3]}")
+    start_workers()
+    started = time.perf_counter()
+    done_before = applied_count(client, prefix)
+    deadline = time.monotonic() + timeout
+    while applied_count(client, prefix) < len(events):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{applied_count(client, prefix)} of {len(events)} events applied after "
+                f"{timeout:.0f} s; failed jobs: {failed_reasons(queue)[:5]}"
+            )
+        time.sleep(POLL_SECONDS)
+    seconds = time.perf_counter() - started
+    return IngestRun(len(events) - done_before, seconds, seconds)
+
+
 def median_rate(runs: Sequence[IngestRun]) -> float:
     """Median events per second over several runs."""
     return statistics.median(r.rate for r in runs)

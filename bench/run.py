@@ -77,6 +77,7 @@ class Plan:
     ingest_events: int
     baseline_events: int
     batch_sizes: tuple[int, int]
+    drain_scale: float
     read_calls: int
     http_calls: int
     rounds: int
@@ -90,6 +91,7 @@ FULL = Plan(
     ingest_events=0,  # the whole data set
     baseline_events=1000,
     batch_sizes=(1000, 5000),
+    drain_scale=3,
     read_calls=300,
     http_calls=150,
     rounds=5,
@@ -102,6 +104,7 @@ QUICK = Plan(
     ingest_events=2000,
     baseline_events=60,
     batch_sizes=(200, 1000),
+    drain_scale=0.1,
     read_calls=20,
     http_calls=10,
     rounds=2,
@@ -240,6 +243,23 @@ def bench_ingest(ctx: Context, plan: Plan, table: Table, column: str) -> None:
             f"ingest state check: {check.total_performances} performances applied for "
             f"{unique} published ({'ok' if ok else 'MISMATCH'})"
         )
+        # The workers alone: the queue filled first, then one or two workers drain it.
+        drain = [data.event_dict(p) for p in data.scaled_plays(plays, plan.drain_scale)]
+        for round_no in range(plan.runs):
+            for workers in (1, 2):
+                log(
+                    f"drain round {round_no + 1}/{plan.runs}: {workers} worker(s),"
+                    f" {len(drain)} events in jobs of {small}"
+                )
+                stop_workers(children, queue, 0)
+
+                def start(n: int = workers) -> None:
+                    start_workers(children, queue, n)
+
+                runs[f"drain:{workers}"].append(
+                    ingest.drain_once(client, queue, prefix, drain, small, timeout, start)
+                )
+        drained = len(drain)
     finally:
         children.stop_all()
         server.stop()
@@ -268,6 +288,17 @@ def bench_ingest(ctx: Context, plan: Plan, table: Table, column: str) -> None:
                 TARGET: ">= 1.00x",
             },
         )
+    for workers in (1, 2):
+        table.add(
+            f"workers alone, draining {drained:,} queued events in jobs of {small},"
+            f" {workers} worker{'s' if workers > 1 else ''} (events/s)",
+            {column: rate(ingest.median_rate(runs[f"drain:{workers}"]))},
+        )
+    pairs = zip(runs["drain:2"], runs["drain:1"], strict=True)
+    table.add(
+        "workers alone, 2 workers / 1 worker, same round",
+        {column: times2(statistics.median(two.rate / one.rate for two, one in pairs))},
+    )
     for workers in (1, 2):
         done = runs[f"{workers}:{small}"]
         parts = [statistics.median(r.cpu_us(part) for r in done) for part in CPU_PARTS]
