@@ -255,7 +255,25 @@ def test_processes_opening_a_new_sqlite_log_together_all_get_it(tmp_path: Path) 
         # Every process is waited for before any is judged: none outlives the test.
         errors = [proc.communicate(timeout=120)[1] for proc in procs]
         assert [proc.returncode for proc in procs] == [0, 0, 0, 0], errors
-        assert migrations.current_revision(make_engine(url)) == migrations.head_revision()
+        engine = make_engine(url)
+        try:
+            assert migrations.current_revision(engine) == migrations.head_revision()
+            # Whatever order the processes' statements ran in, the schema is complete.
+            with engine.connect() as conn:
+                assert (
+                    compare_metadata(
+                        MigrationContext.configure(
+                            conn, opts={"version_table": migrations.VERSION_TABLE}
+                        ),
+                        eventlog.metadata,
+                    )
+                    == []
+                )
+                for column in ("vertical", "creator"):
+                    found = _scope_index_sql(conn, f"ix_event_log_{column}")
+                    assert f"{column} IS NOT NULL" in found, found
+        finally:
+            engine.dispose()
 
 
 def as_a_source_writes_it(event: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -109,9 +110,12 @@ def ensure_schema(engine: Engine, upgrade: bool) -> None:
     log.info("migrating the event log from %s to %s", current or "empty", head)
     try:
         command.upgrade(alembic_config(engine), "head")
-    except OperationalError:
+    except (OperationalError, CommandError):
         # Another process opening the same SQLite file is migrating it too (a worker
-        # and a publisher started together): its migration finishes ours.
+        # and a publisher started together): its migration finishes ours. SQLite runs
+        # each DDL statement on its own, so ours either trips over its work (a table or
+        # index already there, or gone) or gets through and finds the version row
+        # already moved on (alembic's CommandError).
         deadline = time.monotonic() + MIGRATION_WAIT_SECONDS
         while current_revision(engine) != head:
             if time.monotonic() > deadline:
