@@ -63,6 +63,26 @@ def reset_state(client: Any, prefix: str) -> None:
     delete_pattern(client, keys.all_keys_pattern(prefix))
 
 
+def publish(publisher: Publisher, events: Sequence[dict[str, Any]]) -> None:
+    """Publish ``events`` as ``POST /events`` does; every one of them must be accepted."""
+    report = publisher.publish_objects(events)
+    if report.rejected:
+        raise RuntimeError(f"benchmark events were rejected: {report.rejected[:3]}")
+
+
+def wait_applied(client: Any, queue: Queue, prefix: str, n: int, timeout: float) -> None:
+    """Wait until the workers have applied ``n`` events under ``prefix``; a timeout says
+    how far they got and which jobs failed."""
+    deadline = time.monotonic() + timeout
+    while applied_count(client, prefix) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{applied_count(client, prefix)} of {n} events applied after "
+                f"{timeout:.0f} s; failed jobs: {failed_reasons(queue)[:5]}"
+            )
+        time.sleep(POLL_SECONDS)
+
+
 def ingest_once(
     client: Any,
     queue: Queue,
@@ -84,20 +104,10 @@ def ingest_once(
     before = dict(meter()) if meter is not None else {}
     cpu_started = time.process_time()
     started = time.perf_counter()
-    report = publisher.publish_objects(events)
+    publish(publisher, events)
     published = time.perf_counter() - started
     publisher_cpu = time.process_time() - cpu_started
-    if report.rejected:
-        raise RuntimeError(f"benchmark events were rejected: {report.rejected[:3]}")
-    deadline = time.monotonic() + timeout
-    while applied_count(client, prefix) < len(events):
-        if time.monotonic() > deadline:
-            failed = failed_reasons(queue)
-            raise TimeoutError(
-                f"{applied_count(client, prefix)} of {len(events)} events applied after "
-                f"{timeout:.0f} s; failed jobs: {failed[:5]}"
-            )
-        time.sleep(POLL_SECONDS)
+    wait_applied(client, queue, prefix, len(events), timeout)
     seconds = time.perf_counter() - started
     cpu = {"publisher": publisher_cpu}
     if meter is not None:
@@ -119,20 +129,11 @@ def drain_once(
     workers' own rate, without a publisher beside them. Events applied before the last
     worker registered are left out of the rate."""
     reset_state(client, prefix)
-    report = Publisher(queue, batch_size=batch_size).publish_objects(events)
-    if report.rejected:
-        raise RuntimeError(f"benchmark events were rejected: {report.rejected[:3]}")
+    publish(Publisher(queue, batch_size=batch_size), events)
     start_workers()
     started = time.perf_counter()
     done_before = applied_count(client, prefix)
-    deadline = time.monotonic() + timeout
-    while applied_count(client, prefix) < len(events):
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{applied_count(client, prefix)} of {len(events)} events applied after "
-                f"{timeout:.0f} s; failed jobs: {failed_reasons(queue)[:5]}"
-            )
-        time.sleep(POLL_SECONDS)
+    wait_applied(client, queue, prefix, len(events), timeout)
     seconds = time.perf_counter() - started
     return IngestRun(len(events) - done_before, seconds, seconds)
 

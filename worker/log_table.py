@@ -27,6 +27,21 @@ their batch's row in ``log_batches`` says whether they reached the queue."""
 Body = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
+
+def _scope_index(column: str) -> sa.Index:
+    """The index of the rows of one vertical (or creator), by entity. Only the rows that
+    have one: the queries name one, which implies it is not NULL, and the other kind of
+    event then adds nothing to the index (migration 0004)."""
+    where = sa.text(f"{column} IS NOT NULL")
+    return sa.Index(
+        f"ix_event_log_{column}",
+        column,
+        "entity_id",
+        postgresql_where=where,
+        sqlite_where=where,
+    )
+
+
 event_log = sa.Table(
     "event_log",
     metadata,
@@ -44,22 +59,8 @@ event_log = sa.Table(
     sa.Column("fields", sa.Text(), nullable=True),
     sa.Column("batch", sa.BigInteger(), nullable=True),
     sa.UniqueConstraint("event_id", name="uq_event_log_event_id"),
-    # Only the rows that have a vertical (a creator): the queries name one, which implies
-    # it is not NULL, and the other kind of event then adds nothing to the index.
-    sa.Index(
-        "ix_event_log_vertical",
-        "vertical",
-        "entity_id",
-        postgresql_where=sa.text("vertical IS NOT NULL"),
-        sqlite_where=sa.text("vertical IS NOT NULL"),
-    ),
-    sa.Index(
-        "ix_event_log_creator",
-        "creator",
-        "entity_id",
-        postgresql_where=sa.text("creator IS NOT NULL"),
-        sqlite_where=sa.text("creator IS NOT NULL"),
-    ),
+    _scope_index("vertical"),
+    _scope_index("creator"),
     sa.Index(
         "ix_event_log_pending",
         "logged_at",
