@@ -83,7 +83,7 @@ def stage_split(
         t0 = time.perf_counter()
         batch = json.loads(payload)
         t1 = time.perf_counter()
-        bad = [r for r in batch if wire.problem(r) is not None]
+        bad = [] if wire.all_well_formed(batch) else [r for r in batch if wire.problem(r)]
         t2 = time.perf_counter()
         args: list[str] = apply_head(today)
         for r in batch:

@@ -2,9 +2,10 @@
 
 A publisher validates every event with the pydantic models of ``events.schemas``
 once, then queues each as a *wire record*: a list of strings holding what the state
-needs of it, its version already computed. A worker checks a record's shape (a
-regular expression, a few microseconds) instead of validating the event again (ten
-times that), and hands it to the store as it is. The shape check is what keeps a
+needs of it, its version already computed. A worker checks the records' shape (one
+regular expression over the whole batch, about a microsecond a record) instead of
+validating each event again (five to ten times that), and hands them to the store as
+they are. The shape check is what keeps a
 record from a faulty producer out of the Lua scripts; the full rules of SPEC
 section 1 are the publisher's.
 
@@ -116,9 +117,58 @@ _SHAPES: dict[str, re.Pattern[str]] = {
 _DATE_FIELD = {"R": 6, "P": 4}
 
 
+# -- the same check, a batch at a time ------------------------------------------------
+
+RECORD_SEP = "\n"
+"""Joins the records of a batch for :func:`all_well_formed`; it is not printable, so no
+well-formed field holds it."""
+
+_B_FIELD = "[^\x00-\x1f\x7f]"  # no ASCII control character: no separator either
+_B_ID = _B_FIELD + "{1,200}"
+_B_VERSION = r"\d{21}\|" + _B_ID
+# Years MIN_YEAR-MAX_YEAR (1900-2100): tests/test_wire.py holds the two checks equal.
+_B_DATE = r"(?:19\d\d|20\d\d|2100)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+_B_TAGS = f"(?:{_B_FIELD}+(?:\x1e{_B_FIELD}+)*)?"  # no empty hashtag
+_B_SHAPES = {
+    "R": ["R", _SLUG, _B_ID, _B_VERSION, _SLUG, _B_ID, _B_DATE, _B_ID],
+    "X": ["X", _SLUG, _B_ID, _B_VERSION],
+    "P": ["P", _SLUG, _B_ID, _B_VERSION, _B_DATE, _B_TAGS, _COUNTS],
+    "M": ["M", _SLUG, _B_ID, _B_VERSION, "", "", _COUNTS],
+    "D": ["D", _SLUG, _B_ID, _B_VERSION],
+}
+_B_RECORD = "(?:" + "|".join("\x1f".join(shape) for shape in _B_SHAPES.values()) + ")"
+_BATCH = re.compile(f"{_B_RECORD}(?:\n{_B_RECORD})*")
+
+
+def all_well_formed(records: list[Any]) -> bool:
+    """Whether :func:`problem` finds nothing wrong with any of ``records``: the same
+    answer (a property test holds it to that) from one regular expression over the whole
+    batch, instead of a few Python steps a record."""
+    if not records:
+        return True
+    if not all(isinstance(record, list) for record in records):
+        return False
+    try:
+        text = RECORD_SEP.join(map("\x1f".join, records))
+    except TypeError:  # a field that is not a string
+        return False
+    # No field holds a record or field separator: each record is then exactly its own
+    # stretch of the text, and its first field alone picks the shape it must match.
+    if text.count(RECORD_SEP) != len(records) - 1:
+        return False
+    if text.count("\x1f") != sum(map(len, records)) - len(records):
+        return False
+    if not _BATCH.fullmatch(text):
+        return False
+    if text.isascii():  # the pattern let no field hold an ASCII character that is not printable
+        return True
+    # Only separators are left to take out: the pattern let no field hold one.
+    return text.replace("\x1f", "").replace("\x1e", "").replace(RECORD_SEP, "").isprintable()
+
+
 def problem(record: Any) -> str | None:
     """Why ``record`` is not a well-formed wire record, or None when it is."""
-    if not isinstance(record, list) or not record or not all(type(f) is str for f in record):
+    if not isinstance(record, list) or not record or not all(isinstance(f, str) for f in record):
         return "a wire record is a non-empty list of strings"
     shape = _SHAPES.get(record[0])
     if shape is None:

@@ -83,6 +83,78 @@ def test_records_of_the_wrong_shape_are_malformed() -> None:
         assert wire.problem(case) is not None, case
 
 
+# What a faulty producer could put in a field: separators, controls, characters that are
+# not printable beyond ASCII (line separator, NEL, a format character), and some that are.
+_ODD = ["\x1f", "\x1e", "\n", "\x7f", "\t", "\x00", "\u2028", "\x85", "\U000e0001", "é", "中", " "]
+
+
+def _mangled(rng: random.Random, record: list[str]) -> Any:
+    """``record`` spoiled in one of many ways, some of which leave it well formed."""
+    bad: Any = list(record)
+    field = rng.randrange(len(bad))
+    how = rng.randrange(8)
+    if how == 0 and field > 0:
+        bad[field] = rng.choice(_FIELDS[record[0]][field - 1])
+    elif how == 1:  # a character inserted somewhere
+        at = rng.randrange(len(bad[field]) + 1)
+        bad[field] = bad[field][:at] + rng.choice(_ODD) + bad[field][at:]
+    elif how == 2 and field + 1 < len(bad):  # two fields run together by a separator
+        bad[field : field + 2] = [bad[field] + rng.choice("\x1f\n\x1e") + bad[field + 1]]
+    elif how == 3:  # a field split in two, or one dropped or added
+        text = bad[field]
+        bad[field : field + 1] = rng.choice([[text[:1], text[1:]], [], [text, text]])
+    elif how == 4:
+        bad[field] = rng.choice([7, None, ["x"], b"R"])
+    elif how == 5:
+        bad = rng.choice(["\x1f".join(record), tuple(record), dict.fromkeys(record, 1), None])
+    elif how == 6:  # another kind's letter
+        bad[0] = rng.choice(["R", "X", "P", "M", "D", "Q", "RX"])
+    return bad
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(seed=st.integers(0, 2**32))
+def test_the_batch_check_agrees_with_the_check_of_each_record(seed: int) -> None:
+    rng = random.Random(seed)
+    batch: list[Any] = [wire.record_of(rng.choice(EVENTS)) for _ in range(rng.randrange(0, 12))]
+    for at in rng.sample(range(len(batch)), k=min(len(batch), rng.choice([0, 0, 1, 1, 2]))):
+        batch[at] = _mangled(rng, batch[at])
+    expected = all(wire.problem(record) is None for record in batch)
+    assert wire.all_well_formed(batch) == expected, batch
+
+
+def test_the_batch_check_takes_every_record_of_the_real_data() -> None:
+    records = [wire.record_of(event) for event in EVENTS]
+    assert wire.all_well_formed(records)
+    for at in (0, len(records) // 2, len(records) - 1):
+        spoiled = list(records)
+        spoiled[at] = [*records[at][:-1], records[at][-1] + "\x00"]
+        assert not wire.all_well_formed(spoiled)
+
+
+def test_the_batch_check_is_not_fooled_by_separators_inside_fields() -> None:
+    gone = wire.record_of(next(e for e in EVENTS if e.type == "performance.retracted"))
+    kind, *rest = gone
+    cases = [
+        # Each text below would read as well-formed records if a separator held in a
+        # field were taken for one between fields or records.
+        [[f"{kind}\x1f{rest[0]}", *rest[1:]]],
+        [[*gone[:-1], f"{gone[-1]}\n{gone[0]}", *gone[1:]], gone],
+        [[*gone[:-1], f"{gone[-1]}\n{gone[0]}\x1f{gone[1]}", *gone[2:]]],
+    ]
+    for batch in cases:
+        assert any(wire.problem(record) is not None for record in batch), batch
+        assert not wire.all_well_formed(batch), batch
+
+
+def test_the_batch_check_takes_the_years_the_record_check_takes() -> None:
+    played = wire.record_of(next(e for e in EVENTS if e.type == "performance.recorded"))
+    for year in ("0000", "1000", "1899", "1900", "1999", "2000", "2099", "2100", "2101", "9999"):
+        record = [*played[:6], f"{year}{played[6][4:]}", played[7]]
+        assert wire.all_well_formed([record]) == (wire.problem(record) is None), year
+        assert wire.all_well_formed([record]) == ("1900" <= year <= "2100"), year
+
+
 def test_the_fast_json_dict_equals_pydantics_dump() -> None:
     for event in EVENTS:
         assert event.to_json_dict() == event.model_dump(mode="json", exclude_none=True)

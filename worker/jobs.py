@@ -56,6 +56,8 @@ def apply_records(records: list[Any]) -> dict[str, int]:
     started = time.perf_counter()
     if not isinstance(records, list):
         records = [records]
+    if wire.all_well_formed(records):  # the usual case, checked in one pass
+        return _apply(records, [], len(records), started)
     good: list[Record] = []
     errors: list[str] = []
     for index, record in enumerate(records):
