@@ -27,7 +27,6 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import redis
 from rq import Queue
 
 from bench import data, reads
@@ -39,6 +38,7 @@ from events.wire import record_of
 from stats import keys
 from stats.setlists import EVENTS_PER_CALL, SetlistStore, apply_head, event_args
 from stats.settings import Settings
+from worker.connections import make_clients
 from worker.eventlog import EventLog
 
 BATCH = 1000
@@ -72,7 +72,7 @@ def stage_split(
             "json decode",
             "record shape check",
             "script args",
-            "command packing (redis-py)",
+            "command packing (the client's packer)",
             "script in Redis (server)",
             "apply, rest (round trip, replies)",
         ),
@@ -101,7 +101,7 @@ def stage_split(
         out["json decode"] += t1 - t0
         out["record shape check"] += t2 - t1
         out["script args"] += t3 - t2
-        out["command packing (redis-py)"] += t4 - t3
+        out["command packing (the client's packer)"] += t4 - t3
         out["script in Redis (server)"] += server
         out["apply, rest (round trip, replies)"] += (t6 - t5) - server - (t3 - t2) - (t4 - t3)
     client.connection_pool.release(conn)
@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = PrivateRedis()
     try:
-        client = redis.Redis.from_url(server.url, decode_responses=True)
-        rawc = redis.Redis.from_url(server.url)
+        # The clients a worker makes (worker.connections), with their command packer.
+        client, rawc = make_clients(server.url)
         plays = list(data.scaled_plays(data.load_plays(), 1))
         today = data.last_date(plays)
         events = [data.event_dict(p) for p in plays]

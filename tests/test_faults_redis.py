@@ -11,9 +11,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.connection import HiredisRespSerializer
 
 from tests.faults_support import (
     FaultEnv,
@@ -28,7 +32,7 @@ from tests.faults_support import (
 )
 from tests.log_support import postgres_schema
 from worker import migrations
-from worker.connections import make_clients
+from worker.connections import CommandPacker, make_clients
 from worker.eventlog import make_engine, open_log
 from worker.publishing import make_publisher
 
@@ -102,6 +106,52 @@ def test_a_script_that_runs_past_five_seconds_gets_its_answer(
         return n
     """
     assert int(state.eval(spin, 0)) > 0
+
+
+_ARG = st.one_of(
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.integers(-(2**63), 2**63),
+    st.floats(allow_nan=False),
+    st.binary(max_size=8).map(bytearray),
+    st.binary(max_size=8).map(memoryview),
+    st.sampled_from([None, True, [1], {"a": 1}, object()]),
+)
+_NAME = st.one_of(
+    st.sampled_from(["EVALSHA", "HGETALL", "SCRIPT LOAD", "CLIENT  SETNAME", "x.y", "", "é"]),
+    st.text(max_size=12),
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=800, deadline=None, database=None)
+@given(name=_NAME, args=st.lists(_ARG, max_size=6))
+def test_the_command_packer_packs_what_redis_py_packs(name: Any, args: list[Any]) -> None:
+    """The clients' packer skips redis-py's pass over the arguments; it must give the
+    same bytes, or refuse what redis-py refuses."""
+    command = (name, *args)
+    try:
+        expected: Any = b"".join(HiredisRespSerializer().pack(*command))
+    except Exception as exc:  # what redis-py refuses, the packer refuses alike
+        expected = type(exc)
+    try:
+        found: Any = b"".join(CommandPacker().pack(*command))
+    except Exception as exc:
+        found = type(exc)
+    assert found == expected, command
+
+
+def test_the_clients_pack_commands_with_the_fast_packer(private_redis: PrivateRedis) -> None:
+    for client in make_clients(f"redis://127.0.0.1:{private_redis.port}/0"):
+        connection = client.connection_pool.get_connection()
+        try:
+            assert isinstance(connection._command_packer, CommandPacker)
+        finally:
+            client.connection_pool.release(connection)
+        try:
+            assert client.eval("return ARGV[1] .. #ARGV", 0, "v", b"\x00\xff", 7) in ("v3", b"v3")
+        finally:
+            client.close()
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fakeredis
+import hiredis
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import HiredisRespSerializer
 from redis.retry import Retry
 from rq import Queue
 
@@ -71,6 +73,29 @@ def memory_server() -> fakeredis.FakeServer:
     return _memory_server
 
 
+class CommandPacker:
+    """Packs a command into the bytes redis-py's hiredis packer makes of it, without that
+    packer's pass over every argument in Python (which only turns a bytearray or a
+    memoryview into bytes): an apply call of 1,000 events carries 8,000 arguments, and
+    packing it took 2.4 us an event that way against 0.7 (one-off timing, 2026-12-02).
+    A command whose name is not one plain word, or with an argument hiredis refuses,
+    goes through redis-py's packer."""
+
+    def __init__(self) -> None:
+        self._standard = HiredisRespSerializer()
+
+    def pack(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        # redis-py splits a name such as "SCRIPT LOAD" into words; a plain one stays whole.
+        if type(name) is str and name.isascii() and name.isalnum():
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass
+        packed: list[bytes] = self._standard.pack(*args)
+        return packed
+
+
 def make_clients(url: str) -> tuple[Any, Any]:
     """A text client for state and a bytes client for RQ, on the same server."""
     if url.startswith(MEMORY_URL):
@@ -88,6 +113,7 @@ def make_clients(url: str) -> tuple[Any, Any]:
         "retry": retry,
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         "health_check_interval": 30,
+        "command_packer": CommandPacker(),
     }
     return (
         redis.Redis.from_url(url, decode_responses=True, **common),
