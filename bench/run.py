@@ -39,7 +39,7 @@ import redis
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
-from bench import data, ingest, reads, seed_sql, state
+from bench import data, ingest, machine, reads, seed_sql, state
 from bench.procs import (
     Children,
     PrivateRedis,
@@ -83,6 +83,8 @@ class Plan:
     rounds: int
     lazy_max_scale: float
     sql_budget_seconds: float
+    spin_iterations: int
+    spin_samples: int
 
 
 FULL = Plan(
@@ -97,6 +99,8 @@ FULL = Plan(
     rounds=5,
     lazy_max_scale=1,
     sql_budget_seconds=120,
+    spin_iterations=3_000_000,
+    spin_samples=7,
 )
 QUICK = Plan(
     scales=[0.1],
@@ -110,6 +114,8 @@ QUICK = Plan(
     rounds=2,
     lazy_max_scale=1,
     sql_budget_seconds=20,
+    spin_iterations=300_000,
+    spin_samples=1,
 )
 
 
@@ -167,6 +173,19 @@ def median_time(fn: Callable[[], Any], runs: int, budget: float) -> tuple[float,
 
 
 # -- ingest --------------------------------------------------------------------------
+
+
+def bench_machine(plan: Plan, table: Table, column: str) -> None:
+    """Whether the cores slow each other down when both are busy (``bench/machine.py``):
+    what two workers can win at best, with the publisher and Redis beside them."""
+    log(f"machine: a busy loop alone and two at once, {plan.spin_samples} sample(s)")
+    speeds = sorted(machine.pair_speed(plan.spin_iterations) for _ in range(plan.spin_samples))
+    table.section("machine")
+    spread = f" ({times2(speeds[0])}-{times2(speeds[-1])})" if len(speeds) > 1 else ""
+    table.add(
+        f"two busy processes at once, speed of each / one alone, median of {len(speeds)}",
+        {column: times2(statistics.median(speeds)) + spread},
+    )
 
 
 def bench_ingest(ctx: Context, plan: Plan, table: Table, column: str) -> None:
@@ -669,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     with owned(ctx):
         if not args.skip_ingest:
             column = table.columns[0]
+            _fail_soft(failed, table, "machine", lambda: bench_machine(plan, table, column))
             _fail_soft(failed, table, "ingest", lambda: bench_ingest(ctx, plan, table, column))
         # Every scale stays loaded while the reads are timed, so that the scales take
         # turns and their growth is measured side by side (3.5M: about 0.5 GB of Redis).

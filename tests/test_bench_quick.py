@@ -31,6 +31,7 @@ ROUTES = [
     "debut-songs",
 ]
 ONCE = [
+    "two busy processes at once, speed of each / one alone, median of 1",
     "ingest 1 worker, batches of 200",
     "ingest 1 worker, batches of 1000",
     "ingest 2 workers, batches of 200",
