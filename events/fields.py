@@ -83,14 +83,17 @@ class Instant(dt.datetime):
 
 
 def _timestamp(value: Any) -> Instant:
-    if isinstance(value, Instant):
-        return value
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        value = value.isoformat()
+    if type(value) is not str:  # text, as every event from JSON has it, goes straight on
+        if isinstance(value, Instant):
+            return value
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.isoformat()
     match = _RFC3339_RE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2024-05-01T20:00:00Z")
-    text = value.replace("t", "T").replace(" ", "T").replace("z", "Z")
+    text = value
+    if text[10] != "T" or text[-1] == "z":  # RFC 3339 allows t, a space and z as well
+        text = text.replace("t", "T").replace(" ", "T").replace("z", "Z")
     nanos = 0
     frac = match.group(1)  # "." and 1-9 digits, or None
     if frac is not None and len(frac) > 7:

@@ -212,6 +212,27 @@ def test_rfc3339_writes_what_it_reads(
     )
 
 
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    moment=st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2100, 12, 31)),
+    fraction=st.sampled_from(["", ".5", ".123456", ".123456789"]),
+    separator=st.sampled_from("Tt "),
+    zone=st.sampled_from(["Z", "z", "+00:00", "-03:30"]),
+)
+def test_a_timestamp_reads_the_same_whichever_way_rfc_3339_lets_it_be_written(
+    moment: dt.datetime, fraction: str, separator: str, zone: str
+) -> None:
+    text = f"{moment:%Y-%m-%d}{separator}{moment:%H:%M:%S}{fraction}{zone}"
+    canonical = f"{moment:%Y-%m-%dT%H:%M:%S}{fraction}{zone.upper()}"
+    parsed, expected = _timestamp(text), _timestamp(canonical)
+    assert (parsed, parsed.nanos, parsed.utcoffset()) == (
+        expected,
+        expected.nanos,
+        expected.utcoffset(),
+    )
+    assert parsed.rfc3339() == expected.rfc3339()
+
+
 @settings(max_examples=600, deadline=None, database=None)
 @given(
     slug=st.one_of(

@@ -113,19 +113,15 @@ class PerformanceRow(NamedTuple):
     """``event_log.fields``: song, show_id, show_date, song_title (or empty), 0x1F-joined."""
 
 
-def _scope(event: Event) -> tuple[str | None, str | None, str]:
-    if isinstance(event, PerformanceRecorded | PerformanceRetracted):
-        return event.vertical, None, event.performance_id
-    return None, event.creator, event.video_id
+_SETLIST_EVENTS = (PerformanceRecorded, PerformanceRetracted)
 
 
 def setlist_fields(event: Event) -> str | None:
     """The value of ``event_log.fields`` for ``event``."""
     if not isinstance(event, PerformanceRecorded):
         return None
-    return FIELD_SEP.join(
-        (event.song, event.show_id, event.show_date.isoformat(), event.song_title or "")
-    )
+    sep, day = FIELD_SEP, event.show_date.isoformat()
+    return f"{event.song}{sep}{event.show_id}{sep}{day}{sep}{event.song_title or ''}"
 
 
 COLUMNS = (
@@ -172,7 +168,10 @@ def driver_row(event: Event, body: Any, now: Any, sqlite_times: bool) -> tuple[A
         now: the logging time, already in the form the driver takes.
         sqlite_times: write ``occurred_at`` as SQLite text rather than a datetime.
     """
-    vertical, creator, entity_id = _scope(event)
+    if isinstance(event, _SETLIST_EVENTS):
+        vertical, creator, entity_id = event.vertical, None, event.performance_id
+    else:
+        vertical, creator, entity_id = None, event.creator, event.video_id
     occurred = event.occurred_at
     return (
         event.event_id,
@@ -180,7 +179,7 @@ def driver_row(event: Event, body: Any, now: Any, sqlite_times: bool) -> tuple[A
         vertical,
         creator,
         entity_id,
-        sqlite_time(occurred, body.get("occurred_at") if isinstance(body, dict) else None)
+        sqlite_time(occurred, body.get("occurred_at") if type(body) is dict else None)
         if sqlite_times
         else occurred.astimezone(dt.UTC),
         event.version,
