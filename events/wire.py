@@ -102,17 +102,30 @@ def record_of(event: Event) -> Record:
 # -- the shape check ------------------------------------------------------------------
 
 _SLUG = SLUG_PATTERN.strip("^$")
-_ID = "[^\x1f]{1,200}"
-_VERSION = r"\d{21}\|" + _ID
 _DATE = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
 _COUNT = r"(?:0|[1-9]\d{0,14}|10{15})"  # 0 to 10^15
 _COUNTS = "\x1f".join([_COUNT] * 8)
+
+
+def _shapes(field: str, date: str, tags: str) -> dict[str, str]:
+    """The pattern of each kind of record, its fields joined by 0x1F, from the pattern
+    of one character of a text field, of a date and of the hashtags field."""
+    ident = field + "{1,200}"
+    version = r"\d{21}\|" + ident
+    fields = {
+        "R": ["R", _SLUG, ident, version, _SLUG, ident, date, ident],
+        "X": ["X", _SLUG, ident, version],
+        "P": ["P", _SLUG, ident, version, date, tags, _COUNTS],
+        "M": ["M", _SLUG, ident, version, "", "", _COUNTS],
+        "D": ["D", _SLUG, ident, version],
+    }
+    return {kind: "\x1f".join(parts) for kind, parts in fields.items()}
+
+
+# One record at a time: any character but the separator; printability, empty hashtags
+# and the year range are checked after the match, each with its own reason.
 _SHAPES: dict[str, re.Pattern[str]] = {
-    "R": re.compile("\x1f".join(["R", _SLUG, _ID, _VERSION, _SLUG, _ID, _DATE, _ID])),
-    "X": re.compile("\x1f".join(["X", _SLUG, _ID, _VERSION])),
-    "P": re.compile("\x1f".join(["P", _SLUG, _ID, _VERSION, _DATE, "[^\x1f]*", _COUNTS])),
-    "M": re.compile("\x1f".join(["M", _SLUG, _ID, _VERSION, "", "", _COUNTS])),
-    "D": re.compile("\x1f".join(["D", _SLUG, _ID, _VERSION])),
+    kind: re.compile(shape) for kind, shape in _shapes("[^\x1f]", _DATE, "[^\x1f]*").items()
 }
 _DATE_FIELD = {"R": 6, "P": 4}
 
@@ -124,19 +137,10 @@ RECORD_SEP = "\n"
 well-formed field holds it."""
 
 _B_FIELD = "[^\x00-\x1f\x7f]"  # no ASCII control character: no separator either
-_B_ID = _B_FIELD + "{1,200}"
-_B_VERSION = r"\d{21}\|" + _B_ID
 # Years MIN_YEAR-MAX_YEAR (1900-2100): tests/test_wire.py holds the two checks equal.
 _B_DATE = r"(?:19\d\d|20\d\d|2100)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
 _B_TAGS = f"(?:{_B_FIELD}+(?:\x1e{_B_FIELD}+)*)?"  # no empty hashtag
-_B_SHAPES = {
-    "R": ["R", _SLUG, _B_ID, _B_VERSION, _SLUG, _B_ID, _B_DATE, _B_ID],
-    "X": ["X", _SLUG, _B_ID, _B_VERSION],
-    "P": ["P", _SLUG, _B_ID, _B_VERSION, _B_DATE, _B_TAGS, _COUNTS],
-    "M": ["M", _SLUG, _B_ID, _B_VERSION, "", "", _COUNTS],
-    "D": ["D", _SLUG, _B_ID, _B_VERSION],
-}
-_B_RECORD = "(?:" + "|".join("\x1f".join(shape) for shape in _B_SHAPES.values()) + ")"
+_B_RECORD = "(?:" + "|".join(_shapes(_B_FIELD, _B_DATE, _B_TAGS).values()) + ")"
 _BATCH = re.compile(f"{_B_RECORD}(?:\n{_B_RECORD})*")
 
 
