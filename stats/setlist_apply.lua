@@ -121,6 +121,10 @@ elseif now > today then
   redis.call('HSET', K_META, 'today', ARGV[1])
 end
 
+-- Songs are looked up in `songs`, `win` and `titles` one by one: the pin keeps each a
+-- hash table, where a listpack would be searched field by field (stats/keys.py).
+for _, key in ipairs({K_SONGS, K_WIN, K_TITLES}) do redis.call('HSETNX', key, PIN_FIELD, PIN_TEXT) end
+
 -- A song's play dates (setlist_lib.lua), changed here and written back at the end;
 -- a year's count in `songyears` is set from its chunk then.
 local dirty_chunks, dirty_years = {}, {}

@@ -10,6 +10,9 @@ local K_VEL, K_META, K_BUST, K_TITLES, K_TREND = KEYS[11], KEYS[12], KEYS[13], K
 
 local SEP = '\31'
 local LAYOUT = '3'  -- stats/keys.py: SETLIST_LAYOUT
+-- The field that keeps `songs`, `win` and `titles` hash tables (stats/keys.py: PIN_FIELD).
+local PIN_FIELD = '~hashtable'
+local PIN_TEXT = 'keeps this hash in the hashtable encoding of Redis (a value over hash-max-listpack-value bytes): a lookup by song stays O(1) at any number of songs'
 
 local sub, find, byte = string.sub, string.find, string.byte
 

@@ -232,7 +232,8 @@ elseif read == 'stats' then
   local last = redis.call('ZREVRANGEBYSCORE', K_SHOWS, asofday, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
   local perfs = nothing_after() and tonumber(redis.call('HGET', K_META, 'plays') or 0) or perfs_upto()
   return {redis.call('ZCOUNT', K_SHOWS, '-inf', asofday), perfs,
-          redis.call('ZCOUNT', K_BYFIRST, '-inf', asofday), redis.call('HLEN', K_SONGS),
+          redis.call('ZCOUNT', K_BYFIRST, '-inf', asofday),
+          redis.call('HLEN', K_SONGS) - redis.call('HEXISTS', K_SONGS, PIN_FIELD),
           first or false, last or false}
 
 elseif read == 'bustouts' then

@@ -519,7 +519,8 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
     assert c.hget(k + "meta", "records") == "5"
     # A show's plays, each 'song\0performance_id\0title', sorted; the title is left out
     # when it is the song's least (titles), which the slug is when an event has none.
-    assert c.hgetall(k + "titles") == {"a": "Song A", "b": "b"}
+    pin = {keys.PIN_FIELD: keys.PIN_TEXT}  # keeps songs, win and titles hash tables
+    assert c.hgetall(k + "titles") == {"a": "Song A", "b": "b", **pin}
     assert c.hgetall(k + "showplays") == {
         "2024-01-01\x00s1": "a\x00p1\x00",
         "2024-03-09\x00s2": "a\x00p2\x00Song A!\x1fb\x00p3\x00",
@@ -544,18 +545,49 @@ def test_raw_keys_follow_the_documented_schema(store: SetlistStore, backend: Bac
     }
     # Months with a show, 21 bytes each: YYYYMM, shows (6 digits), performances (9).
     assert c.get(k + "trend") == "202401000001000000001202403000001000000002202404000001000000001"
-    assert c.hget(k + "songs", "a") == "2" + SEP + "Song A!"
-    assert c.hget(k + "songs", "b") == "2" + SEP + "b"
+    assert c.hgetall(k + "songs") == {"a": "2" + SEP + "Song A!", "b": "2" + SEP + "b", **pin}
     assert c.zscore(k + "bylast", "a") == d["2024-03-09"]
     assert c.zscore(k + "bylast", "b") == d["2024-04-01"]
     assert c.zscore(k + "byfirst", "b") == d["2024-03-09"]
     assert c.hget(k + "meta", "today") == "2024-03-10"
-    assert c.hget(k + "win", "a") == SEP.join(["1", "2", "2"])
-    assert c.hget(k + "win", "b") == SEP.join(["1", "1", "1"])  # p4 is after today
+    # p4 is after today
+    assert c.hgetall(k + "win") == {
+        "a": SEP.join(["1", "2", "2"]),
+        "b": SEP.join(["1", "1", "1"]),
+        **pin,
+    }
     assert c.zrange(k + "vel", 0, -1, withscores=True) == [("a", -(3 + 4 + 2)), ("b", -6)]
     # p2 follows p1 by 68 days: indexed only when that reaches the index's threshold.
     indexed = [("a\x00s2\x00p2\x002024-01-01", d["2024-03-09"])] if 68 >= BUSTOUT_INDEX_DAYS else []
     assert c.zrange(k + "bust", 0, -1, withscores=True) == indexed
+
+
+def test_the_per_song_hashes_stay_hash_tables(real_backend: Backend) -> None:
+    """songs, win and titles are read song by song: a listpack would be searched field
+    by field. The pin keeps each a hash table, and the first write pins state that was
+    stored without it."""
+    c = real_backend.client
+    store = SetlistStore(c, real_backend.prefix)
+    events = [
+        recorded(f"p{i}", f"song-{i % 7}", f"s{i // 3}", f"2024-0{1 + i % 3}-0{1 + i % 9}")
+        for i in range(30)
+    ]
+    store.apply(events[:20], D)
+    k = store.keys(V)
+    pinned = (k.songs, k.win, k.titles)
+    assert [c.object("encoding", key) for key in pinned] == ["hashtable"] * 3
+    before = dump(store.stats(V, D))
+    for key in pinned:  # as an earlier version stored them: small hashes are listpacks
+        fields = c.hgetall(key)
+        del fields[keys.PIN_FIELD]
+        c.delete(key)
+        c.hset(key, mapping=fields)
+        assert c.object("encoding", key) == "listpack"
+    assert dump(store.stats(V, D)) == before  # total_songs does not count the pin
+    store.apply(events[20:], D)
+    assert [c.object("encoding", key) for key in pinned] == ["hashtable"] * 3
+    oracle = SetlistOracle(events)
+    check_all_reads(store, oracle, V, D)
 
 
 # -- what reaches the store from the event boundary --------------------------------
@@ -608,6 +640,8 @@ def test_both_scripts_keep_the_layout_of_stats_keys() -> None:
     for name in ("setlist_lib.lua",):
         text = (Path(keys.__file__).parent / name).read_text()
         assert f"local LAYOUT = '{keys.SETLIST_LAYOUT}'" in text, name
+        assert f"local PIN_FIELD = '{keys.PIN_FIELD}'" in text, name
+        assert f"local PIN_TEXT = '{keys.PIN_TEXT}'" in text, name
 
 
 def test_each_record_lies_in_the_bucket_perf_bucket_names(

@@ -132,6 +132,8 @@ def commands(
     is each song's least title (from :func:`winners`)."""
     if not won:
         return
+    for pinned in (vkeys.songs, vkeys.win, vkeys.titles):  # first: the rest go to a hash table
+        yield ("HSET", pinned, keys.PIN_FIELD, keys.PIN_TEXT)
     yield from _mapping("HSET", vkeys.titles, titles.items())
     dates = _Dates()
     nbuckets = keys.perf_buckets(len(won))
