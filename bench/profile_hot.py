@@ -134,7 +134,7 @@ def publish_split(raw: Any, events: list[dict[str, Any]]) -> dict[str, float]:
             t3 = time.perf_counter()
             queue.enqueue_many([Queue.prepare_data(APPLY_RECORDS, args=(records,), result_ttl=0)])
             t4 = time.perf_counter()
-            sink.mark_enqueued(handle)
+            sink.mark_enqueued([handle])
             t5 = time.perf_counter()
             for key, took in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
                 out[key] += took

@@ -26,12 +26,14 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
+from rq import Queue
 
 from api_stub.app import create_app
 from events import publisher as publisher_module
 from events.fields import Timestamp
-from events.publisher import Publisher
+from events.publisher import Publisher, job_queue
 from events.schemas import parse_event
+from events.wire import record_of
 from tests.conftest import Backend
 from tests.log_support import (
     LOG_DATABASES,
@@ -201,7 +203,8 @@ def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) 
         creator="ann"
     ) + log.count(creator="bo") == len(events)
     assert _queued(log_url) == set()
-    log.mark_enqueued(first)
+    assert first is not None
+    log.mark_enqueued([first])
     assert _queued(log_url) == {e.event_id for e in events[:50]}
     read = [row for batch in log.iter_events(vertical="band-a", batch=7) for row in batch]
     assert sorted(r.body["event_id"] for r in read) == sorted(
@@ -460,6 +463,87 @@ def test_published_objects_are_queued_batch_by_batch_as_they_are_validated(log_u
     assert _queued(log_url) == {e.event_id for e in events}
 
 
+class _PausingLog:
+    """An event log that holds every write of Redis (``CLIENT PAUSE WRITE``) once the
+    first batch is logged, and when the second comes notes what the queue holds, does
+    ``then`` and lets Redis go."""
+
+    def __init__(self, log: EventLog, raw: Any, queue: Queue, then: Any = None) -> None:
+        self.log = log
+        self.raw = raw
+        self.queue = queue
+        self.then = then
+        self.appends = 0
+        self.queued_at_second: int | None = None
+
+    def append(self, events: Any, bodies: Any = None, enqueued: Any = ()) -> Any:
+        self.appends += 1
+        if self.appends == 2:
+            self.queued_at_second = self.raw.llen(self.queue.key)  # a read: not paused
+            if self.then is not None:
+                self.then()
+            self.raw.execute_command("CLIENT", "UNPAUSE")
+        handle = self.log.append(events, bodies, enqueued)
+        if self.appends == 1:
+            self.raw.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+        return handle
+
+    def mark_enqueued(self, batches: Any) -> None:
+        self.log.mark_enqueued(batches)
+
+
+def _job_records(queue: Queue) -> list[list[Any]]:
+    return [job.args[0] for job in queue.jobs]
+
+
+@pytest.mark.parametrize("drop_connection", [False, True])
+def test_the_next_batch_is_logged_while_the_last_one_travels_to_the_queue(
+    real_backend: Backend, tmp_path: Path, drop_connection: bool
+) -> None:
+    """A job's round trip waits behind whatever script Redis is running; the publisher
+    reads the reply to a batch only after it has logged the next. Here Redis holds the
+    first job (every write paused) while the second batch is logged. A connection lost
+    before the reply sends the job again. Every job reaches the queue once, in order,
+    and every batch is marked."""
+    events = random_stream(seed=18, performances=30, videos=0)[:25]
+    log = EventLog(f"sqlite:///{tmp_path / 'log.db'}")
+    queue = job_queue(real_backend.queue, real_backend.raw)
+
+    def drop() -> None:
+        # Every other connection of the server: the one carrying the first job, held
+        # before its EXEC by the pause, so that the job was not queued.
+        real_backend.raw.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+    sink = _PausingLog(log, real_backend.raw, queue, drop if drop_connection else None)
+    report = Publisher(queue, batch_size=10, sink=sink).publish(events)  # type: ignore[arg-type]
+    url = log.url
+    log.dispose()
+    assert sink.queued_at_second == 0  # the first job still on its way
+    assert report.accepted == 25 and report.jobs == 3
+    assert _job_records(queue) == [
+        [record_of(e) for e in events[start : start + 10]] for start in range(0, 25, 10)
+    ]
+    assert _queued(url) == {e.event_id for e in events}
+
+
+def test_an_error_in_the_queue_s_reply_stops_the_publish_and_leaves_the_batch_unmarked(
+    real_backend: Backend, tmp_path: Path
+) -> None:
+    """The queue's list is something else (WRONGTYPE in the reply): the publish raises
+    it, the batch stays logged for the sweep, and the client still works."""
+    events = random_stream(seed=19, performances=20, videos=0)[:15]
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = EventLog(url)
+    queue = job_queue(real_backend.queue, real_backend.raw)
+    real_backend.raw.set(queue.key, "not a list")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        Publisher(queue, batch_size=10, sink=log).publish(events)
+    log.dispose()
+    assert {row["event_id"] for row in _rows(url)} == {e.event_id for e in events}
+    assert _queued(url) == set()
+    assert real_backend.raw.get(queue.key) == b"not a list"
+
+
 def test_a_slow_stream_has_its_queued_batch_marked_without_waiting_for_the_next(
     log_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -601,9 +685,10 @@ def test_an_sqlite_log_is_checkpointed_by_its_own_thread(tmp_path: Path) -> None
     log = EventLog(f"sqlite:///{path}")
     events = random_stream(seed=3, performances=120, videos=10)
     try:
-        previous = None
+        previous: list[int] = []
         for start in range(0, len(events), 40):
-            previous = log.append(events[start : start + 40], enqueued=previous)
+            batch = log.append(events[start : start + 40], enqueued=previous)
+            previous = [batch] if batch is not None else []
         log.mark_enqueued(previous)
         checkpointer = log.checkpointer
         assert checkpointer is not None

@@ -272,7 +272,7 @@ class EventLog:
         self,
         events: Sequence[Event],
         bodies: Sequence[Any] | None = None,
-        enqueued: int | None = None,
+        enqueued: Sequence[int] = (),
     ) -> int | None:
         """Store events durably in one transaction, as one batch in flight; an event_id
         already stored is kept.
@@ -281,7 +281,7 @@ class EventLog:
             events: validated events.
             bodies: the same events as the JSON objects they arrived in, stored
                 as ``Event.logged_body`` has them; by default each ``to_json_dict``.
-            enqueued: a batch appended earlier that has reached the queue since, marked
+            enqueued: batches appended earlier that have reached the queue since, marked
                 so in the same transaction (see :meth:`mark_enqueued`): one commit,
                 and so one disk flush, per batch instead of two.
 
@@ -290,8 +290,7 @@ class EventLog:
             ``events`` is empty).
         """
         if not events:
-            if enqueued is not None:
-                self.mark_enqueued(enqueued)
+            self.mark_enqueued(enqueued)
             return None
         sqlite_times = self.dialect == "sqlite"
         now: Any = utcnow()
@@ -311,8 +310,8 @@ class EventLog:
                 f"INSERT INTO log_batches (logged_at) VALUES ({mark}) RETURNING id", (now,)
             ).scalar_one()
             conn.exec_driver_sql(self._insert_sql(), [(*row, batch) for row in rows])
-            if enqueued is not None:
-                self._settle(conn, [enqueued], [])
+            if enqueued:
+                self._settle(conn, enqueued, [])
         self._committed()
         return int(batch)
 
@@ -328,12 +327,12 @@ class EventLog:
                     checkpointer = self.checkpointer = Checkpointer(self._checkpoint_path)
         checkpointer.kick()
 
-    def mark_enqueued(self, batch: int | None) -> None:
-        """Record that the batch :meth:`append` returned reached the queue, so recovery
-        leaves its events alone (marking twice is harmless)."""
-        if batch is not None:
+    def mark_enqueued(self, batches: Sequence[int]) -> None:
+        """Record that the batches :meth:`append` returned reached the queue, so recovery
+        leaves their events alone (marking twice is harmless)."""
+        if batches:
             with self.engine.begin() as conn:
-                self._settle(conn, [batch], [])
+                self._settle(conn, batches, [])
             self._committed()
 
     def settle(self, found: Unqueued) -> None:
