@@ -4,7 +4,12 @@
 -- ARGV[2] = as_of date (YYYY-MM-DD), ARGV[3] = as_of as a YYYYMMDD number (the score form)
 -- ARGV[4..] = the read's parameters (see each branch below)
 -- Returns false when the vertical has no state; otherwise a flat array whose layout
--- each branch documents. Scores (dates as YYYYMMDD numbers) are returned as numbers.
+-- each branch documents. Scores (dates as YYYYMMDD numbers) are returned as numbers or
+-- as their digits.
+--
+-- A score that only passes from one command to the next, or back to the caller, stays
+-- the text Redis gave: turning it into a Lua number and back (strtod, then printf)
+-- cost more than the command itself.
 
 -- include: setlist_lib
 
@@ -14,6 +19,7 @@ local layout = redis.call('HGET', K_META, 'layout')
 if layout ~= LAYOUT then return redis.error_reply('STATELAYOUT ' .. (layout or '1') .. ' ' .. LAYOUT) end
 
 local read, asof, asofday = ARGV[1], ARGV[2], tonumber(ARGV[3])  -- asofday: YYYYMMDD
+local asof_digits = ARGV[3]  -- the same, as the text a command takes
 
 -- 'total\31title' of the songs hash: total plays (all dates) and title.
 local function total_title(rec)
@@ -84,8 +90,20 @@ local function last_upto(song)
 end
 
 local function shows_between(lo, hi)
-  -- shows dated lo < d <= hi (YYYYMMDD)
+  -- shows dated lo < d <= hi (YYYYMMDD, numbers or their digits)
   return redis.call('ZCOUNT', K_SHOWS, '(' .. lo, hi)
+end
+
+local ymd_digits = {}
+
+-- The YYYYMMDD digits of a YYYY-MM-DD date, each date once per call.
+local function digits_of(date)
+  local t = ymd_digits[date]
+  if t == nil then
+    t = sub(date, 1, 4) .. sub(date, 6, 7) .. sub(date, 9, 10)
+    ymd_digits[date] = t
+  end
+  return t
 end
 
 -- The counters in `win` as of the day in meta (0, 0, 0 when the song has none).
@@ -104,8 +122,8 @@ if read == 'song' then
     local rec = redis.call('HGET', K_SONGS, song)
     if not rec then return {} end
     total, title = total_title(rec)
-    first = tonumber(redis.call('ZSCORE', K_BYFIRST, song))
-    last = tonumber(redis.call('ZSCORE', K_BYLAST, song))
+    first = redis.call('ZSCORE', K_BYFIRST, song)
+    last = redis.call('ZSCORE', K_BYLAST, song)
   else
     total = plays_upto(song, nil)
     if total == 0 then return {} end
@@ -119,7 +137,7 @@ if read == 'song' then
   else
     p30, p90, p365 = plays_upto(song, ARGV[5]), plays_upto(song, ARGV[6]), plays_upto(song, ARGV[7])
   end
-  return {title, total, first, last, shows_between(last, asofday), p30, p90, p365}
+  return {title, total, first, last, shows_between(last, asof_digits), p30, p90, p365}
 
 elseif read == 'gaps' then
   -- ARGV[4] = min_plays, ARGV[5] = limit
@@ -149,7 +167,7 @@ elseif read == 'gaps' then
       for i, r in ipairs(rows) do songs[i] = r[1] end
       local lasts = redis.call('ZMSCORE', K_BYLAST, unpack(songs))
       local firsts = redis.call('ZMSCORE', K_BYFIRST, unpack(songs))
-      for i, r in ipairs(rows) do r[3], r[5] = tonumber(lasts[i]), tonumber(firsts[i]) end
+      for i, r in ipairs(rows) do r[3], r[5] = lasts[i], firsts[i] end
     end
   else
     -- Plays after as_of exist: each song's figures as of that date, then sort.
@@ -171,7 +189,7 @@ elseif read == 'gaps' then
   local out = {}
   local since_of, since = nil, 0  -- rows come by last play: equal dates are neighbours
   for _, r in ipairs(rows) do
-    if r[3] ~= since_of then since_of, since = r[3], shows_between(r[3], asofday) end
+    if r[3] ~= since_of then since_of, since = r[3], shows_between(r[3], asof_digits) end
     for _, v in ipairs({r[1], r[2], r[3], r[4], r[5], since}) do
       out[#out + 1] = v
     end
@@ -246,18 +264,18 @@ elseif read == 'bustouts' then
   -- the threshold allows, else every play of the window.
   local cands = {}
   if gap_min >= tonumber(ARGV[7]) then
-    local found = redis.call('ZRANGEBYSCORE', K_BUST, '(' .. from, asofday, 'WITHSCORES')
+    local found = redis.call('ZRANGEBYSCORE', K_BUST, '(' .. from, asof_digits, 'WITHSCORES')
     for i = 1, #found, 2 do
-      local score = tonumber(found[i + 1])
+      local score = found[i + 1]  -- the date's 8 digits
       local song, show_id, pid, prev = bust_parts(found[i])
-      local date = string.format('%04d-%02d-%02d', math.floor(score / 10000),
-        math.floor(score / 100) % 100, score % 100)
+      local date = sub(score, 1, 4) .. '-' .. sub(score, 5, 6) .. '-' .. sub(score, 7, 8)
+      ymd_digits[date] = score
       cands[#cands + 1] = {song, show_id, pid, date, prev}
     end
   else
     -- Plays of one song on one day, by performance_id: the first one's previous play
     -- lies on an earlier day, each other's on the same day.
-    local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, '(' .. from, asofday)
+    local shows = redis.call('ZRANGEBYSCORE', K_SHOWS, '(' .. from, asof_digits)
     local groups, order = {}, {}
     for i, entries in ipairs(hmget(K_SHOWPLAYS, shows)) do
       local date, show_id = sub(shows[i], 1, 10), sub(shows[i], 12)
@@ -290,7 +308,7 @@ elseif read == 'bustouts' then
     if prevdate then
       local gap = day_of(date) - day_of(prevdate)
       if gap >= gap_min then
-        local gap_shows = shows_between(ymd(prevdate), ymd(date))
+        local gap_shows = shows_between(digits_of(prevdate), digits_of(date))
         if gap_shows >= shows_min then
           rows[#rows + 1] = {song, false, date, c[2], gap, gap_shows, prevdate, c[3]}
           if not seen[song] then
@@ -331,7 +349,7 @@ elseif read == 'debuts' then
     local _, show = plays_on(song, first_date(song))
     local total, title = total_title(recs[i])
     if not exact then total = plays_upto(song, nil) end
-    for _, v in ipairs({song, title, tonumber(found[2 * i]), sub(show, 12), total}) do
+    for _, v in ipairs({song, title, found[2 * i], sub(show, 12), total}) do
       out[#out + 1] = v
     end
   end
