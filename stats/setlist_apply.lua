@@ -132,7 +132,7 @@ local dirty_chunks, dirty_years = {}, {}
 -- Adds `year` to the years of `song` (with a count set at the end), or drops it.
 local function year_mark(song, year, present)
   local list = year_list(song)
-  local j = search(list, YEAR_WIDTH, tonumber(year), false)
+  local j = search(list, YEAR_WIDTH, digits4(year, 1), false)
   local at = (j - 1) * YEAR_WIDTH
   if present then
     list = sub(list, 1, at) .. year .. '000000' .. sub(list, at + 1)
@@ -159,7 +159,7 @@ end
 -- previous play can lie on another day), whose previous play is dated `prev`.
 local function bust_first(song, date, prev)
   local pid, show = plays_on(song, date)
-  redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid, prev))
+  redis.call('ZADD', K_BUST, ymd_text(date), bust_member(song, show, pid, prev))
 end
 
 -- Keep `bust` exact for `song`'s first play on `following` (a date, or nil), once the
@@ -237,12 +237,28 @@ local function note_title(song, title)
   dirty_titles[song] = true
 end
 
+-- The MMDD digits of a YYYY-MM-DD date (a slot of `songplays`), each date once per call.
+local mmdd_texts = {}
+
+local function mmdd_text(date)
+  local t = mmdd_texts[date]
+  if t == nil then
+    t = sub(date, 6, 7) .. sub(date, 9, 10)
+    mmdd_texts[date] = t
+  end
+  return t
+end
+
 local function add_play(pid, song, show, title)
   local date = sub(show, 1, 10)
   show_add(show, song .. '\0' .. pid .. '\0' .. (title == title_ref(song) and '' or title))
   local year, c, lo, hi = locate(song, date)
   local at = (hi - 1) * 4
-  set_chunk(song, year, c, sub(c, 1, at) .. sub(date, 6, 7) .. sub(date, 9, 10) .. sub(c, at + 1))
+  if at == #c then  -- the usual: a new last play of its year
+    set_chunk(song, year, c, c .. mmdd_text(date))
+  else
+    set_chunk(song, year, c, sub(c, 1, at) .. mmdd_text(date) .. sub(c, at + 1))
+  end
   if lo == hi then
     -- The song's first play that day: it may be a bustout, and the next day's first
     -- play now follows it.
@@ -256,7 +272,7 @@ local function add_play(pid, song, show, title)
       local _, _, first, prev = bust_parts(m)
       if less(pid, first) then
         redis.call('ZREM', K_BUST, m)
-        redis.call('ZADD', K_BUST, ymd(date), bust_member(song, show, pid, prev))
+        redis.call('ZADD', K_BUST, ymd_text(date), bust_member(song, show, pid, prev))
       end
     end
   end
@@ -344,14 +360,26 @@ local function bucket_of(h, nb)
   return b
 end
 
-local function bucket(b)
-  return cached_hget(buckets, K_PERF, b)  -- field b: Redis reads the number as digits
+-- Field b of `perf`: the bucket number's digits, written once per bucket and call (a
+-- number passed to redis.call would be written out with printf at every command).
+local bucket_fields = {}
+
+local function bucket_field(b)
+  local f = bucket_fields[b]
+  if f == nil then
+    f = string.format('%d', b)
+    bucket_fields[b] = f
+  end
+  return f
 end
 
--- Where the record after the one starting at `at` of the bucket `s` starts (#s + 1: none).
-local function next_record(s, at)
-  local j = find(s, '\30', at, true)
-  return j and j + 1 or #s + 1
+local function bucket(b)
+  local v = buckets[b]
+  if v == nil then
+    v = redis.call('HGET', K_PERF, bucket_field(b)) or ''
+    buckets[b] = v
+  end
+  return v
 end
 
 -- Where the first record of the bucket `s` not less than `key` ('performance_id\31')
@@ -410,7 +438,7 @@ local function flush()
       local before = after - by
       local s = 's:' .. sub(show, 1, 7)
       if before <= 0 and after > 0 then
-        redis.call('ZADD', K_SHOWS, ymd(sub(show, 1, 10)), show)
+        redis.call('ZADD', K_SHOWS, ymd_text(sub(show, 1, 10)), show)
         month_delta[s] = (month_delta[s] or 0) + 1
       elseif before > 0 and after <= 0 then
         redis.call('ZREM', K_SHOWS, show)
@@ -462,9 +490,9 @@ local function flush()
   for b in pairs(dirty_buckets) do
     local stored = buckets[b]
     if stored == '' then
-      redis.call('HDEL', K_PERF, string.format('%d', b))
+      redis.call('HDEL', K_PERF, bucket_field(b))
     else
-      redis.call('HSET', K_PERF, string.format('%d', b), stored)
+      redis.call('HSET', K_PERF, bucket_field(b), stored)
     end
   end
   for field, song in pairs(dirty_chunks) do
@@ -474,7 +502,7 @@ local function flush()
     else
       redis.call('HSET', K_SONGPLAYS, field, c)
       local list = year_list(song)
-      local at = (search(list, YEAR_WIDTH, tonumber(sub(field, -4)), false) - 1) * YEAR_WIDTH
+      local at = (search(list, YEAR_WIDTH, digits4(field, #field - 3), false) - 1) * YEAR_WIDTH
       year_lists[song] = sub(list, 1, at + 4) .. string.format('%06d', #c / 4) .. sub(list, at + YEAR_WIDTH + 1)
       dirty_years[song] = true
     end
@@ -498,9 +526,11 @@ for base = 4, #ARGV, 8 do
   local stored = bucket(b)
   local key = pid .. '\31'
   local at = record_at(stored, key)
-  local rec = sub(stored, at, next_record(stored, at) - 1)
-  if sub(rec, -1) == '\30' then rec = sub(rec, 1, -2) end
-  if sub(rec, 1, #key) ~= key then rec = nil end
+  local rec  -- the record of pid, when the bucket has one: it starts at `at`
+  if sub(stored, at, at + #key - 1) == key then
+    local j = find(stored, '\30', at, true)
+    rec = sub(stored, at, (j or #stored + 1) - 1)
+  end
   local oldversion, oldshow
   if rec then
     local cut = find(rec, '\31', #key + 1, true)
@@ -547,7 +577,7 @@ flush()
 -- title (that of the latest play), windows and velocity.
 for song in pairs(touched) do
   local rec = redis.call('HGET', K_SONGS, song)
-  local n = (rec and tonumber(split(rec, SEP)[1]) or 0) + (sdelta[song] or 0)
+  local n = (rec and tonumber(sub(rec, 1, find(rec, SEP, 1, true) - 1)) or 0) + (sdelta[song] or 0)
   if n == 0 then
     redis.call('HDEL', K_SONGS, song)
     redis.call('HDEL', K_WIN, song)
@@ -558,9 +588,9 @@ for song in pairs(touched) do
     local firstdate, lastdate = first_date(song), last_date(song)
     local firstday = day_of(firstdate)
     local _, _, _, _, title = plays_on(song, lastdate)
-    redis.call('HSET', K_SONGS, song, n .. SEP .. (title == '' and title_ref(song) or title))
-    redis.call('ZADD', K_BYLAST, ymd(lastdate), song)
-    redis.call('ZADD', K_BYFIRST, ymd(firstdate), song)
+    redis.call('HSET', K_SONGS, song, string.format('%d\31%s', n, title == '' and title_ref(song) or title))
+    redis.call('ZADD', K_BYLAST, ymd_text(lastdate), song)
+    redis.call('ZADD', K_BYFIRST, ymd_text(firstdate), song)
     local w = {0, 0, 0}
     local cur = redis.call('HGET', K_WIN, song)
     if cur then
@@ -573,11 +603,11 @@ for song in pairs(touched) do
       if w[1] == 0 and w[2] == 0 and w[3] == 0 then
         redis.call('HDEL', K_WIN, song)
       else
-        redis.call('HSET', K_WIN, song, w[1] .. SEP .. w[2] .. SEP .. w[3])
+        redis.call('HSET', K_WIN, song, string.format('%d\31%d\31%d', w[1], w[2], w[3]))
       end
     end
     if firstday <= today then
-      redis.call('ZADD', K_VEL, 0 - (3 * w[1] + 2 * w[2] + w[3]), song)
+      redis.call('ZADD', K_VEL, string.format('%d', 0 - (3 * w[1] + 2 * w[2] + w[3])), song)
     else
       redis.call('ZREM', K_VEL, song)
     end

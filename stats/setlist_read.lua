@@ -94,18 +94,6 @@ local function shows_between(lo, hi)
   return redis.call('ZCOUNT', K_SHOWS, '(' .. lo, hi)
 end
 
-local ymd_digits = {}
-
--- The YYYYMMDD digits of a YYYY-MM-DD date, each date once per call.
-local function digits_of(date)
-  local t = ymd_digits[date]
-  if t == nil then
-    t = sub(date, 1, 4) .. sub(date, 6, 7) .. sub(date, 9, 10)
-    ymd_digits[date] = t
-  end
-  return t
-end
-
 -- The counters in `win` as of the day in meta (0, 0, 0 when the song has none).
 local function windows(rec)
   if not rec then return 0, 0, 0 end
@@ -269,7 +257,7 @@ elseif read == 'bustouts' then
       local score = found[i + 1]  -- the date's 8 digits
       local song, show_id, pid, prev = bust_parts(found[i])
       local date = sub(score, 1, 4) .. '-' .. sub(score, 5, 6) .. '-' .. sub(score, 7, 8)
-      ymd_digits[date] = score
+      ymd_texts[date] = score
       cands[#cands + 1] = {song, show_id, pid, date, prev}
     end
   else
@@ -308,7 +296,7 @@ elseif read == 'bustouts' then
     if prevdate then
       local gap = day_of(date) - day_of(prevdate)
       if gap >= gap_min then
-        local gap_shows = shows_between(digits_of(prevdate), digits_of(date))
+        local gap_shows = shows_between(ymd_text(prevdate), ymd_text(date))
         if gap_shows >= shows_min then
           rows[#rows + 1] = {song, false, date, c[2], gap, gap_shows, prevdate, c[3]}
           if not seen[song] then
