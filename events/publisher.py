@@ -36,7 +36,7 @@ JOB_TIMEOUT = 120
 """Seconds one batch may take before the worker gives it up (it is then retried)."""
 
 MARK_DELAY_SECONDS = 1.0
-"""Longest a queued batch waits for the next batch's log write to be marked queued in it."""
+"""Longest a queued batch waits for a later batch's log write to be marked queued in it."""
 
 FLUSH_DELAY_SECONDS = 1.0
 """Longest an event waits in a part-filled batch for more: a stream that trickles (a

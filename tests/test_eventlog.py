@@ -412,7 +412,8 @@ class _QueueThatFails:
 
 @pytest.mark.parametrize("good", [0, 1, 3, 5])
 def test_every_queued_batch_is_marked_and_no_other(log_url: str, good: int) -> None:
-    """Batches are marked queued one write late (with the next batch), never early."""
+    """Batches are marked queued one write late (with the next batch, the queue here
+    answering at once), never early."""
     events = random_stream(seed=12, performances=40, videos=6)[:46]  # 5 batches
     log = EventLog(log_url)
     queue = _QueueThatFails(good)

@@ -86,7 +86,7 @@ log_batches = sa.Table(
     sqlite_autoincrement=True,  # an id is never used twice, even after its row is deleted
 )
 """Batches logged and not yet known to be queued: a publisher inserts one row with each
-batch it logs and deletes it once the batch is on the queue (in the next batch's
+batch it logs and deletes it once the batch is known to be on the queue (in a later batch's
 transaction), so marking a batch queued is one small write instead of an update of
 each of its rows. The rows of a batch still here after ``SWEEP_GRACE`` are queued
 again by the workers' sweep."""
