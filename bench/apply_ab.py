@@ -1,6 +1,7 @@
 """Redis CPU of the setlist apply script: a git revision against the working tree.
 
     python bench/apply_ab.py [REV] [--rounds N] [--load N] [--instructions] [--events N]
+                             [--shuffle SEED]
 
 Applies the real Grateful Dead events (35,425) in calls of 1,000, as a worker does,
 with ``stats/setlist_apply.lua`` as of REV (default HEAD) and as it is in the working
@@ -13,6 +14,10 @@ passed are the working tree's. ``--load N`` gives the working tree's script N re
 per ``perf`` bucket instead of ``stats.keys.PERF_BUCKET_LOAD`` (the buckets then differ,
 and so does the state).
 
+``--shuffle SEED`` applies the events in a random order (the real data is history in date
+order, so nearly every play is its song's new last play; out of order, plays land between
+stored ones, the path of corrections and of workers side by side).
+
 ``--instructions`` runs the server under ``valgrind --tool=callgrind`` and counts the
 instructions it executes per event instead (about 50 times slower, so one round of the
 first ``--events``, 10,000 by default, is the usual use): a count, unlike a time, comes out
@@ -22,6 +27,7 @@ the same however busy the machine is, so a change of one percent can be told fro
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import statistics
 import subprocess
@@ -102,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         "--instructions", action="store_true", help="count instructions under callgrind"
     )
     parser.add_argument("--events", type=int, help="the first N events only")
+    parser.add_argument(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="apply the events in an order shuffled with SEED (the same for both scripts)",
+    )
     args = parser.parse_args(argv)
     if args.instructions and args.events is None:
         args.events = 10_000
@@ -123,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     today = data.last_date(plays)
     plays = plays[: args.events]
     records = [record_of(parse_event(data.event_dict(p))) for p in plays]
+    if args.shuffle is not None:
+        random.Random(args.shuffle).shuffle(records)
     callgrind = Callgrind() if args.instructions else None
     server = PrivateRedis(timeout=120.0, wrapper=callgrind.wrapper if callgrind else ())
     if callgrind is not None:
