@@ -30,10 +30,16 @@ class Backend:
         self.queue = f"{self.prefix}-q"
 
     def cleanup(self) -> None:
+        batch: list[Any] = []
         for pattern in (f"{self.prefix}:*", f"*{self.queue}*"):
-            batch = list(self.raw.scan_iter(pattern, count=1000))
-            for start in range(0, len(batch), 500):
-                self.raw.delete(*batch[start : start + 500])
+            batch += self.raw.scan_iter(pattern, count=1000)
+        # RQ's job hashes are named by job id alone: those of this test's queue.
+        origin = self.queue.encode()
+        for key in self.raw.scan_iter("rq:job:*", count=1000):
+            if self.raw.type(key) == b"hash" and self.raw.hget(key, "origin") == origin:
+                batch.append(key)
+        for start in range(0, len(batch), 500):
+            self.raw.delete(*batch[start : start + 500])
 
 
 def _real_clients() -> tuple[Any, Any]:

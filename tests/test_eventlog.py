@@ -516,7 +516,10 @@ def test_the_next_batch_is_logged_while_the_last_one_travels_to_the_queue(
         real_backend.raw.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
 
     sink = _PausingLog(log, real_backend.raw, queue, drop if drop_connection else None)
-    report = Publisher(queue, batch_size=10, sink=sink).publish(events)  # type: ignore[arg-type]
+    try:
+        report = Publisher(queue, batch_size=10, sink=sink).publish(events)  # type: ignore[arg-type]
+    finally:
+        real_backend.raw.execute_command("CLIENT", "UNPAUSE")  # whatever happened: Redis is shared
     url = log.url
     log.dispose()
     assert sink.queued_at_second == 0  # the first job still on its way
