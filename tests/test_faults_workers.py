@@ -45,7 +45,7 @@ from worker import context
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import make_publisher
 from worker.reaper import DEAD_AFTER, STRANDED_AFTER, Reaper
-from worker.runner import StatsWorker, make_worker, run_worker
+from worker.runner import BEAT_GAP, StatsWorker, make_worker, run_worker
 
 KILLS = 20
 """Workers SIGKILLed during the ingest of the killed-worker test."""
@@ -286,6 +286,47 @@ def test_a_heartbeat_is_one_round_trip_and_does_what_rqs_does(
     stamp = rq_conns.raw.hget(worker.key, "last_heartbeat").decode()
     assert stamp == utcformat(worker.last_heartbeat)
     worker.register_death()
+
+
+def test_a_heartbeat_repeated_within_the_gap_is_not_sent(rq_conns: Connections) -> None:
+    worker = make_worker(rq_conns)
+    worker.register_birth()
+    clock = FakeClock()
+    worker.clock = clock
+    sent: list[int] = []
+    real = worker.connection.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        pipe = real(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: sent.append(len(pipe)) or execute(*a, **k)
+        return pipe
+
+    worker.connection.pipeline = counting  # type: ignore[method-assign]
+    try:
+        worker.heartbeat(300)
+        stamp = rq_conns.raw.hget(worker.key, "last_heartbeat")
+        assert sent == [3]
+        clock.now += BEAT_GAP / 2
+        worker.heartbeat(300)  # just sent, and its expiry reaches as far: not sent again
+        worker.heartbeat(200)
+        assert sent == [3]
+        assert rq_conns.raw.hget(worker.key, "last_heartbeat") == stamp
+        worker.heartbeat(1000)  # a longer expiry is sent at once
+        assert sent == [3, 3]
+        assert 990 < rq_conns.raw.ttl(worker.key) <= 1000
+        clock.now += BEAT_GAP
+        worker.heartbeat(1000)  # the gap has passed: sent, with a new timestamp
+        assert sent == [3, 3, 3]
+        assert rq_conns.raw.hget(worker.key, "last_heartbeat") != stamp
+        with rq_conns.raw.pipeline() as pipe:
+            worker.heartbeat(100, pipeline=pipe)  # a caller's pipeline always gets the beat
+            assert len(pipe) == 3
+            pipe.execute()
+        assert rq_conns.raw.ttl(worker.key) <= 100
+    finally:
+        worker.connection.pipeline = real  # type: ignore[method-assign]
+        worker.register_death()
 
 
 def test_a_job_whose_worker_key_expired_is_orphaned_at_once(rq_conns: Connections) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -21,6 +23,9 @@ from worker.publishing import start_sweeper
 from worker.reaper import HEARTBEAT_INTERVAL, REAP_INTERVAL, Reaper
 
 log = logging.getLogger(__name__)
+
+BEAT_GAP = 0.5
+"""Seconds within which a worker's heartbeat is not sent again (see StatsWorker.heartbeat)."""
 
 
 class StatsWorker(SimpleWorker):
@@ -42,6 +47,8 @@ class StatsWorker(SimpleWorker):
         self._reap_lock = threading.Lock()
         self._stop_guard = threading.Event()
         self._guard_thread: threading.Thread | None = None
+        self.clock = time.monotonic
+        self._beat_at, self._beat_ttl = -math.inf, 0  # when the last beat was sent, its ttl
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
@@ -60,14 +67,26 @@ class StatsWorker(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's heartbeat (the worker's timestamp and two expiries), sent as one round
-        trip: RQ beats several times per job and sends the three commands one by one
-        when it passes no pipeline of its own."""
+        trip: RQ sends the three commands one by one when it passes no pipeline of its own.
+
+        RQ beats three times a job on its own (after the job, before and after the next
+        dequeue), a fraction of a millisecond apart when the queue is full. A beat asked
+        for within :data:`BEAT_GAP` seconds of the last one sent, with an expiry no longer
+        than that one's, is not sent: the timestamp and the expiries are then at most that
+        much older than asked, which no reader can tell apart (the reaper calls a worker
+        dead after :data:`~worker.reaper.DEAD_AFTER` seconds without a change; the
+        expiries are minutes)."""
+        ttl = timeout or self.worker_ttl + 60
+        at = self.clock()
         if pipeline is not None:
-            super().heartbeat(timeout, pipeline=pipeline)
+            super().heartbeat(ttl, pipeline=pipeline)
+        elif at - self._beat_at < BEAT_GAP and ttl <= self._beat_ttl:
             return
-        with self.connection.pipeline(transaction=False) as own:
-            super().heartbeat(timeout, pipeline=own)
-            own.execute()
+        else:
+            with self.connection.pipeline(transaction=False) as own:
+                super().heartbeat(ttl, pipeline=own)
+                own.execute()
+        self._beat_at, self._beat_ttl = at, ttl
 
     def reap(self) -> list[str]:
         """Requeue the orphaned jobs of every queue of this worker; returns their ids."""
