@@ -8,6 +8,7 @@ same distinct events applied once in this process under another prefix).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -45,7 +47,7 @@ from worker import context
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import make_publisher
 from worker.reaper import DEAD_AFTER, STRANDED_AFTER, Reaper
-from worker.runner import BEAT_GAP, StatsWorker, make_worker, run_worker
+from worker.runner import BEAT_GAP, StatsWorker, WorkerJob, make_worker, run_worker
 
 KILLS = 20
 """Workers SIGKILLed during the ingest of the killed-worker test."""
@@ -326,6 +328,84 @@ def test_a_heartbeat_repeated_within_the_gap_is_not_sent(rq_conns: Connections) 
         assert rq_conns.raw.ttl(worker.key) <= 100
     finally:
         worker.connection.pipeline = real  # type: ignore[method-assign]
+        worker.register_death()
+
+
+@contextlib.contextmanager
+def round_trips(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """What ``client`` sends meanwhile, one entry a round trip: a command sent alone, or
+    a pipeline it made executed."""
+    sent: list[Any] = []
+    real_command, real_pipeline = client.execute_command, client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: sent.append("pipeline") or execute(*a, **k)
+        return pipe
+
+    monkeypatch.setattr(
+        client, "execute_command", lambda *a, **k: sent.append(a) or real_command(*a, **k)
+    )
+    monkeypatch.setattr(client, "pipeline", pipeline)
+    try:
+        yield sent
+    finally:
+        monkeypatch.undo()
+
+
+def job_traces(conns: Connections, job_id: str) -> set[str]:
+    """Every key naming ``job_id``, and every member naming it of the queue's started
+    registry and of the workers' execution sets."""
+    raw = conns.raw
+    traces = {as_text(k) for k in raw.scan_iter(match=f"*{job_id}*", count=1000)}
+    started = conns.queue.started_job_registry.key
+    members = map(as_text, raw.zrange(started, 0, -1))
+    traces |= {f"{started} {m}" for m in members if job_id in m}
+    for key in raw.scan_iter(match="rq:worker:*:executions", count=1000):
+        members = raw.smembers(key)
+        traces |= {f"{as_text(key)} {as_text(m)}" for m in members if job_id in as_text(m)}
+    return traces
+
+
+@pytest.mark.parametrize("stale", [0, 2])
+def test_a_finished_job_is_deleted_as_rq_deletes_it_in_two_round_trips(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch, stale: int
+) -> None:
+    """The same job state, deleted by RQ's Job.delete and by WorkerJob's: nothing of the
+    job is left either way, with ``stale`` executions of other workers besides its own."""
+    trips: dict[type[Job], int] = {}
+    for job_class in (Job, WorkerJob):
+        job_id = enqueue_one(rq_conns)
+        worker, taken = take_job(rq_conns)
+        assert isinstance(taken, WorkerJob)
+        with rq_conns.raw.pipeline() as pipe:
+            for n in range(stale):
+                Execution.create(taken, 300, pipeline=pipe, worker_name=f"{worker.name}-{n}")
+            pipe.execute()
+        job = job_class.fetch(job_id, connection=rq_conns.raw, serializer=JSONSerializer)
+        before = job_traces(rq_conns, job_id)
+        assert sum(" " in t for t in before) == 2 * (1 + stale)  # each execution, twice
+        with rq_conns.raw.pipeline() as pipe:
+            pipe.multi()
+            with round_trips(rq_conns.raw, monkeypatch) as sent:
+                job.delete(pipeline=pipe, remove_from_queue=False)
+            trips[job_class] = len(sent)
+            pipe.execute()
+        assert job_traces(rq_conns, job_id) == set()
+        worker.register_death()
+    assert trips[WorkerJob] == 2
+    assert trips[Job] == 1 + 2 * (2 + 1 + stale)  # status, then twice: expire, list, each hash
+
+
+def test_a_job_whose_status_is_gone_fails_to_delete_as_with_rq(rq_conns: Connections) -> None:
+    for job_class in (Job, WorkerJob):
+        job_id = enqueue_one(rq_conns)
+        worker, _taken = take_job(rq_conns)
+        rq_conns.raw.hdel(f"rq:job:{job_id}", "status")
+        job = job_class.fetch(job_id, connection=rq_conns.raw, serializer=JSONSerializer)
+        with pytest.raises(InvalidJobOperation, match=f"status for job: {job_id}"):
+            job.delete()
         worker.register_death()
 
 

@@ -10,13 +10,15 @@ import uuid
 from typing import Any
 
 from rq import SimpleWorker, worker_registration
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.executions import Execution, ExecutionRegistry
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, clean_registries
 from rq.results import Result
 from rq.serializers import JSONSerializer
-from rq.utils import now
+from rq.utils import as_text, current_timestamp, now
 
+from events.publisher import CompactJob
 from worker import context
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import start_sweeper
@@ -28,6 +30,76 @@ BEAT_GAP = 0.5
 """Seconds within which a worker's heartbeat is not sent again (see StatsWorker.heartbeat)."""
 
 
+class _ReadExecutions(ExecutionRegistry):
+    """A job's execution registry whose executions were read beforehand."""
+
+    def __init__(self, job_id: str, connection: Any, found: list[tuple[str, dict[bytes, bytes]]]):
+        super().__init__(job_id, connection)
+        self.found = found
+
+    def get_executions(self, start: int = 0, end: int = -1) -> list[Execution]:
+        executions = []
+        for execution_id, data in self.found[start : None if end == -1 else end + 1]:
+            if not data:  # as Execution.fetch reports it
+                raise ValueError(f"Execution {execution_id} not found in Redis")
+            execution = Execution(id=execution_id, job_id=self.job_id, connection=self.connection)
+            execution.restore(data)
+            executions.append(execution)
+        return executions
+
+
+class WorkerJob(CompactJob):
+    """A queued job as a statsworker worker runs it: RQ's ``Job.delete`` in two round trips.
+
+    A worker deletes every job it finishes (they are queued with ``result_ttl=0``), and
+    RQ's delete reads the job's status, then its executions twice over: each read of
+    them clears expired ones (ZREMRANGEBYSCORE), lists them (ZRANGE) and reads each
+    one's hash (HGETALL), one round trip each, seven in all for a job run once. Here the
+    status and the list go in one round trip and the hashes in a second, read once for
+    the whole delete; what the delete then writes is RQ's own. Nothing else runs on the
+    connection in between: RQ's reads there were made before its pipeline executes.
+    """
+
+    _read: tuple[bytes | None, _ReadExecutions] | None = None
+
+    def delete(
+        self, pipeline: Any = None, remove_from_queue: bool = True, delete_dependents: bool = False
+    ) -> None:
+        registry_key = ExecutionRegistry.key_template.format(self.id)
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hget(self.key, "status")
+            pipe.zremrangebyscore(registry_key, 0, current_timestamp())
+            pipe.zrange(registry_key, 0, -1)
+            status, _, raw_ids = pipe.execute()
+            ids = [as_text(raw) for raw in raw_ids]
+            for execution_id in ids:
+                pipe.hgetall(Execution(execution_id, self.id, self.connection).key)
+            found = list(zip(ids, pipe.execute() if ids else [], strict=True))
+        self._read = (status, _ReadExecutions(self.id, self.connection, found))
+        try:
+            super().delete(
+                pipeline=pipeline,
+                remove_from_queue=remove_from_queue,
+                delete_dependents=delete_dependents,
+            )
+        finally:
+            self._read = None
+
+    def _fetch_status(self) -> JobStatus:
+        if self._read is None:
+            return super()._fetch_status()
+        status = self._read[0]
+        if not status:  # as RQ reports it
+            raise InvalidJobOperation(f"Failed to retrieve status for job: {self.id}")
+        return JobStatus(as_text(status))
+
+    @property
+    def execution_registry(self) -> ExecutionRegistry:
+        if self._read is None:
+            return super().execution_registry
+        return self._read[1]
+
+
 class StatsWorker(SimpleWorker):
     """A worker that keeps a heartbeat while it works and requeues the jobs of dead workers.
 
@@ -37,8 +109,11 @@ class StatsWorker(SimpleWorker):
     :data:`~worker.reaper.REAP_INTERVAL` seconds, runs the :class:`~worker.reaper.Reaper`,
     which gives the jobs of dead workers back to the queue (see ``worker/reaper.py``).
     RQ's own maintenance still runs, after the reaper, but without its handling of
-    the intermediate list, which the reaper replaces.
+    the intermediate list, which the reaper replaces. Jobs are taken as
+    :class:`WorkerJob`, whose delete makes fewer round trips.
     """
+
+    job_class = WorkerJob
 
     def __init__(self, *args: Any, guard: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
