@@ -3,10 +3,10 @@
 -- ARGV[1]     = today: the date (YYYY-MM-DD) the caller's clock reads; ARGV[2] = the gap (days)
 --               from which a play is indexed in `bust` (stats/keys.py: BUSTOUT_INDEX_DAYS);
 --               ARGV[3] = records per `perf` bucket (stats/keys.py: PERF_BUCKET_LOAD)
--- ARGV[4..]   = 8 per event: op (R = recorded, X = retracted), performance_id,
---               version, song, show_id, show_date (YYYY-MM-DD), song_title, and the
---               performance_id's hash (pid_hash below) as 4 bytes, big-endian
---               (stats/setlists.py: event_args)
+-- ARGV[4..]   = 6 per event: performance_id, version, song, show (show_date
+--               YYYY-MM-DD, a zero byte, show_id), song_title, and the performance_id's
+--               hash (pid_hash below) as 4 bytes, big-endian; song, show and song_title
+--               are empty for a retraction (stats/setlists.py: event_args)
 -- Returns {applied, stale}: events that changed the winner, events that lost to it.
 --
 -- Sorted-set scores are dates written as numbers (YYYYMMDD), readable in redis-cli;
@@ -518,10 +518,11 @@ local function flush()
 end
 
 local applied, stale = 0, 0
-for base = 4, #ARGV, 8 do
-  local op, pid, version = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+for base = 4, #ARGV, 6 do
+  local pid, version, show = ARGV[base], ARGV[base + 1], ARGV[base + 3]
+  local recorded = show ~= ''  -- a show is never empty: its show_id is not
   -- The caller computed pid_hash(pid); the bucket splits below compute it here.
-  local h1, h2, h3, h4 = byte(ARGV[base + 7], 1, 4)
+  local h1, h2, h3, h4 = byte(ARGV[base + 5], 1, 4)
   local b = bucket_of(((h1 * 256 + h2) * 256 + h3) * 256 + h4, bucket_count(records))
   local stored = bucket(b)
   local key = pid .. '\31'
@@ -540,16 +541,15 @@ for base = 4, #ARGV, 8 do
       oldversion = sub(rec, #key + 1)
     end
   end
-  if op == 'R' then note_title(ARGV[base + 3], ARGV[base + 6]) end
+  if recorded then note_title(ARGV[base + 2], ARGV[base + 4]) end
   if rec and not less(oldversion, version) then
     stale = stale + 1
   else
     applied = applied + 1
     if oldshow then remove_play(pid, oldshow) end
     local new
-    if op == 'R' then
-      local show = ARGV[base + 5] .. '\0' .. ARGV[base + 4]
-      add_play(pid, ARGV[base + 3], show, ARGV[base + 6])
+    if recorded then
+      add_play(pid, ARGV[base + 2], show, ARGV[base + 4])
       new = key .. version .. SEP .. show
     else
       new = key .. version
