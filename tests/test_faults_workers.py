@@ -270,6 +270,29 @@ def test_a_worker_that_registered_its_death_is_dead_at_once(rq_conns: Connection
     assert Reaper(rq_conns.queue).reap() == [job_id]
 
 
+@contextlib.contextmanager
+def round_trips(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """What ``client`` sends meanwhile, one entry a round trip: a command sent alone (its
+    arguments), or a pipeline it made executed (its number of commands)."""
+    sent: list[Any] = []
+    real_command, real_pipeline = client.execute_command, client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        execute = pipe.execute
+        pipe.execute = lambda *a, **k: sent.append(len(pipe)) or execute(*a, **k)
+        return pipe
+
+    monkeypatch.setattr(
+        client, "execute_command", lambda *a, **k: sent.append(a) or real_command(*a, **k)
+    )
+    monkeypatch.setattr(client, "pipeline", pipeline)
+    try:
+        yield sent
+    finally:
+        monkeypatch.undo()
+
+
 def test_a_heartbeat_is_one_round_trip_and_does_what_rqs_does(
     rq_conns: Connections, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -290,36 +313,32 @@ def test_a_heartbeat_is_one_round_trip_and_does_what_rqs_does(
     worker.register_death()
 
 
-def test_a_heartbeat_repeated_within_the_gap_is_not_sent(rq_conns: Connections) -> None:
+def test_a_heartbeat_repeated_within_the_gap_is_not_sent(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
     worker = make_worker(rq_conns)
     worker.register_birth()
     clock = FakeClock()
     worker.clock = clock
-    sent: list[int] = []
-    real = worker.connection.pipeline
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        pipe = real(*args, **kwargs)
-        execute = pipe.execute
-        pipe.execute = lambda *a, **k: sent.append(len(pipe)) or execute(*a, **k)
-        return pipe
-
-    worker.connection.pipeline = counting  # type: ignore[method-assign]
     try:
-        worker.heartbeat(300)
+        with round_trips(worker.connection, monkeypatch) as sent:
+            worker.heartbeat(300)
+            assert sent == [3]
         stamp = rq_conns.raw.hget(worker.key, "last_heartbeat")
-        assert sent == [3]
         clock.now += BEAT_GAP / 2
-        worker.heartbeat(300)  # just sent, and its expiry reaches as far: not sent again
-        worker.heartbeat(200)
-        assert sent == [3]
+        with round_trips(worker.connection, monkeypatch) as sent:
+            worker.heartbeat(300)  # just sent, and its expiry reaches as far: not sent again
+            worker.heartbeat(200)
+            assert sent == []
         assert rq_conns.raw.hget(worker.key, "last_heartbeat") == stamp
-        worker.heartbeat(1000)  # a longer expiry is sent at once
-        assert sent == [3, 3]
+        with round_trips(worker.connection, monkeypatch) as sent:
+            worker.heartbeat(1000)  # a longer expiry is sent at once
+            assert sent == [3]
         assert 990 < rq_conns.raw.ttl(worker.key) <= 1000
         clock.now += BEAT_GAP
-        worker.heartbeat(1000)  # the gap has passed: sent, with a new timestamp
-        assert sent == [3, 3, 3]
+        with round_trips(worker.connection, monkeypatch) as sent:
+            worker.heartbeat(1000)  # the gap has passed: sent, with a new timestamp
+            assert sent == [3]
         assert rq_conns.raw.hget(worker.key, "last_heartbeat") != stamp
         with rq_conns.raw.pipeline() as pipe:
             worker.heartbeat(100, pipeline=pipe)  # a caller's pipeline always gets the beat
@@ -327,31 +346,7 @@ def test_a_heartbeat_repeated_within_the_gap_is_not_sent(rq_conns: Connections) 
             pipe.execute()
         assert rq_conns.raw.ttl(worker.key) <= 100
     finally:
-        worker.connection.pipeline = real  # type: ignore[method-assign]
         worker.register_death()
-
-
-@contextlib.contextmanager
-def round_trips(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """What ``client`` sends meanwhile, one entry a round trip: a command sent alone, or
-    a pipeline it made executed."""
-    sent: list[Any] = []
-    real_command, real_pipeline = client.execute_command, client.pipeline
-
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = real_pipeline(*args, **kwargs)
-        execute = pipe.execute
-        pipe.execute = lambda *a, **k: sent.append("pipeline") or execute(*a, **k)
-        return pipe
-
-    monkeypatch.setattr(
-        client, "execute_command", lambda *a, **k: sent.append(a) or real_command(*a, **k)
-    )
-    monkeypatch.setattr(client, "pipeline", pipeline)
-    try:
-        yield sent
-    finally:
-        monkeypatch.undo()
 
 
 def job_traces(conns: Connections, job_id: str) -> set[str]:
