@@ -647,8 +647,11 @@ def test_each_record_lies_in_the_bucket_perf_bucket_names(
     store: SetlistStore, backend: Backend
 ) -> None:
     """stats/keys.py perf_bucket and the apply script place records alike, non-ASCII ids
-    (hashed as UTF-8 bytes) and buckets split while one batch is applied included."""
+    (hashed as UTF-8 bytes), ids of every length from 1 to 24 bytes (the script reads
+    them eight, four and one byte at a time) and buckets split while one batch is
+    applied included."""
     pids = [f"{name}-{i}" for i in range(40) for name in ("p", "пьеса", "曲")]
+    pids += ["z" * k + chr(ord("a") + k) for k in range(24)]
     events = [recorded(p, f"s{i % 7}", f"show{i % 9}", "2024-01-05") for i, p in enumerate(pids)]
     store.apply(events[:50], D)
     store.apply([*events[50:], retracted(pids[3], at=5)], D)
