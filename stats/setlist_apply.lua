@@ -310,11 +310,15 @@ end
 -- hashing, one split each time the number of records passes a multiple of LOAD, so
 -- their number is a function of that count alone.
 --
--- A bucket is kept as the string it is stored as, searched and spliced in place: cutting
--- it into records and joining them again cost more than all the rest of an event.
+-- A bucket is kept as the string it is stored as, searched in place: cutting it into
+-- records and joining them again cost more than all the rest of an event. The call's
+-- changes to a bucket wait in `edits` and are spliced in at once when the bucket is
+-- written or split: Redis' Lua hashes every byte of each string it makes (a bucket is a
+-- kilobyte or so), and a call of events in date order meets a bucket about four times.
 local records = tonumber(redis.call('HGET', K_META, 'records') or '0')
 local records_before = records
 local buckets, dirty_buckets = {}, {}
+local edits, edit_of = {}, {}  -- b -> {{at, cut, record, pid}, ...}; b -> {pid -> its edit}
 
 local function bucket_count(n)
   if n <= LOAD then return 1 end
@@ -416,12 +420,43 @@ local function record_at(s, key)
   return lo
 end
 
+-- Splices the waiting edits of bucket `b` into it. An edit puts `record` where the
+-- record of `cut` bytes starting at byte `at` of the bucket was (cut 0: before the record
+-- starting there, or at the end when `at` is one past it), `pid` its performance_id.
+local function by_place(x, y)
+  if x[1] ~= y[1] then return x[1] < y[1] end
+  return less(x[4], y[4])  -- inserts at one place go in byte order, before a replaced record
+end
+
+local function settle(b)
+  local list = edits[b]
+  if list == nil then return end
+  edits[b], edit_of[b] = nil, nil
+  local s = buckets[b]
+  if #list > 1 then table.sort(list, by_place) end
+  local out, pos = {}, 1  -- pos: the first byte of `s` not yet taken
+  for _, e in ipairs(list) do
+    local at = e[1]
+    if at > pos then
+      local last = at > #s and #s or at - 2  -- the segment's records, without the \30 after them
+      out[#out + 1] = (pos == 1 and last == #s) and s or sub(s, pos, last)
+      pos = at
+    end
+    out[#out + 1] = e[3]
+    if e[2] > 0 then pos = at + e[2] + 1 end
+  end
+  if pos <= #s then out[#out + 1] = pos == 1 and s or sub(s, pos) end
+  buckets[b] = table.concat(out, '\30')
+end
+
 -- Moves the records of the next bucket to split, when there are `nb` buckets.
 local function split_bucket(nb)
   local p = top_power(nb)
   local s = nb - p
   local keep, move = {}, {}
-  local stored = bucket(s)
+  bucket(s)
+  settle(s)
+  local stored = buckets[s]
   for _, rec in ipairs(stored == '' and {} or split(stored, '\30')) do
     if pid_hash(sub(rec, 1, find(rec, '\31', 1, true) - 1)) % (2 * p) == s then
       keep[#keep + 1] = rec
@@ -495,6 +530,7 @@ local function flush()
     end
   end
   for b in pairs(dirty_buckets) do
+    settle(b)
     local stored = buckets[b]
     if stored == '' then
       redis.call('HDEL', K_PERF, bucket_field(b))
@@ -533,11 +569,17 @@ for base = 4, #ARGV, 6 do
   local b = bucket_of(((h1 * 256 + h2) * 256 + h3) * 256 + h4, bucket_count(records))
   local stored = bucket(b)
   local key = pid .. '\31'
-  local at = record_at(stored, key)
-  local rec  -- the record of pid, when the bucket has one: it starts at `at`
-  if sub(stored, at, at + #key - 1) == key then
-    local j = find(stored, '\30', at, true)
-    rec = sub(stored, at, (j or #stored + 1) - 1)
+  local pending = edit_of[b]
+  local edit = pending and pending[pid]  -- an earlier event of this call wrote pid's record
+  local at, rec  -- rec: the record of pid, when there is one
+  if edit then
+    rec = edit[3]
+  else
+    at = record_at(stored, key)
+    if sub(stored, at, at + #key - 1) == key then  -- it starts at `at`
+      local j = find(stored, '\30', at, true)
+      rec = sub(stored, at, (j or #stored + 1) - 1)
+    end
   end
   local oldversion, oldshow
   if rec then
@@ -562,16 +604,19 @@ for base = 4, #ARGV, 6 do
       new = key .. version
     end
     dirty_buckets[b] = true
-    if rec then
-      buckets[b] = sub(stored, 1, at - 1) .. new .. sub(stored, at + #rec)
+    if edit then
+      edit[3] = new
     else
-      if stored == '' then
-        buckets[b] = new
-      elseif at > #stored then
-        buckets[b] = stored .. '\30' .. new
-      else
-        buckets[b] = sub(stored, 1, at - 1) .. new .. '\30' .. sub(stored, at)
+      if not pending then
+        pending = {}
+        edit_of[b], edits[b] = pending, {}
       end
+      edit = {at, rec and #rec or 0, new, pid}
+      pending[pid] = edit
+      local list = edits[b]
+      list[#list + 1] = edit
+    end
+    if not rec then
       records = records + 1
       if bucket_count(records) > bucket_count(records - 1) then split_bucket(bucket_count(records - 1)) end
     end
