@@ -561,12 +561,13 @@ local function flush()
 end
 
 local applied, stale = 0, 0
+local nb = bucket_count(records)  -- the number of buckets, one more at each split
 for base = 4, #ARGV, 6 do
   local pid, version, show = ARGV[base], ARGV[base + 1], ARGV[base + 3]
   local recorded = show ~= ''  -- a show is never empty: its show_id is not
   -- The caller computed pid_hash(pid); the bucket splits below compute it here.
   local h1, h2, h3, h4 = byte(ARGV[base + 5], 1, 4)
-  local b = bucket_of(((h1 * 256 + h2) * 256 + h3) * 256 + h4, bucket_count(records))
+  local b = bucket_of(((h1 * 256 + h2) * 256 + h3) * 256 + h4, nb)
   local stored = bucket(b)
   local key = pid .. '\31'
   local pending = edit_of[b]
@@ -618,7 +619,10 @@ for base = 4, #ARGV, 6 do
     end
     if not rec then
       records = records + 1
-      if bucket_count(records) > bucket_count(records - 1) then split_bucket(bucket_count(records - 1)) end
+      if records > LOAD and (records - 1) % LOAD == 0 then  -- bucket_count(records) grew by one
+        split_bucket(nb)
+        nb = nb + 1
+      end
     end
   end
 end
