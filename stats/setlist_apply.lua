@@ -231,7 +231,7 @@ end
 
 local function note_title(song, title)
   local ref = title_ref(song)
-  if ref and not less(title, ref) then return end
+  if ref and ((BYTE_ORDER and title >= ref) or (not BYTE_ORDER and not less(title, ref))) then return end
   if ref then spell_out(song, ref) end
   title_refs[song] = title
   dirty_titles[song] = true
@@ -362,13 +362,6 @@ local function top_power(nb)
     top_powers[nb] = p
   end
   return p
-end
-
-local function bucket_of(h, nb)
-  local p = top_power(nb)
-  local b = h % p
-  if b < nb - p then b = h % (2 * p) end
-  return b
 end
 
 -- Field b of `perf`: the bucket number's digits, written once per bucket and call (a
@@ -561,13 +554,18 @@ local function flush()
 end
 
 local applied, stale = 0, 0
-local nb = bucket_count(records)  -- the number of buckets, one more at each split
+-- The number of buckets, one more at each split, and the greatest power of two not
+-- above it: the bucket of hash h is h % p, or h % 2p where that bucket has split already.
+local nb = bucket_count(records)
+local np = top_power(nb)
 for base = 4, #ARGV, 6 do
   local pid, version, show = ARGV[base], ARGV[base + 1], ARGV[base + 3]
   local recorded = show ~= ''  -- a show is never empty: its show_id is not
   -- The caller computed pid_hash(pid); the bucket splits below compute it here.
   local h1, h2, h3, h4 = byte(ARGV[base + 5], 1, 4)
-  local b = bucket_of(((h1 * 256 + h2) * 256 + h3) * 256 + h4, nb)
+  local h = ((h1 * 256 + h2) * 256 + h3) * 256 + h4
+  local b = h % np
+  if b < nb - np then b = h % (2 * np) end
   local stored = bucket(b)
   local key = pid .. '\31'
   local pending = edit_of[b]
@@ -592,7 +590,7 @@ for base = 4, #ARGV, 6 do
     end
   end
   if recorded then note_title(ARGV[base + 2], ARGV[base + 4]) end
-  if rec and not less(oldversion, version) then
+  if rec and ((BYTE_ORDER and oldversion >= version) or (not BYTE_ORDER and not less(oldversion, version))) then
     stale = stale + 1
   else
     applied = applied + 1
@@ -622,6 +620,7 @@ for base = 4, #ARGV, 6 do
       if records > LOAD and (records - 1) % LOAD == 0 then  -- bucket_count(records) grew by one
         split_bucket(nb)
         nb = nb + 1
+        np = top_power(nb)
       end
     end
   end
