@@ -64,12 +64,12 @@ end
 -- Show lists changed by this call, written back at the end of it.
 local dirty = {}
 
-local function show_add(show, entry)
-  local list = show_list(show)
+-- Adds `entry` to the list of `show`, dated `date`.
+local function show_add(show, date, entry)
+  local list = show_lists[show] or show_list(show)
   local at = lower_bound(list, entry)
   if list[at] ~= entry then table.insert(list, at, entry) end
   dirty[show] = true
-  local date = sub(show, 1, 10)
   local fresh = new_shows[date]
   if not fresh then
     fresh = {}
@@ -251,7 +251,7 @@ end
 
 local function add_play(pid, song, show, title)
   local date = sub(show, 1, 10)
-  show_add(show, song .. '\0' .. pid .. '\0' .. (title == title_ref(song) and '' or title))
+  show_add(show, date, song .. '\0' .. pid .. '\0' .. (title == title_ref(song) and '' or title))
   local year, c, lo, hi = locate(song, date)
   local at = (hi - 1) * 4
   if at == #c then  -- the usual: a new last play of its year
