@@ -143,9 +143,8 @@ local function year_mark(song, year, present)
   dirty_years[song] = true
 end
 
--- Sets `chunk` as the plays of `song` in `year`.
-local function set_chunk(song, year, old, new)
-  local field = song .. '\0' .. year
+-- Sets `new` as the plays of `song` in `year`, the chunk `field` of `songplays`.
+local function set_chunk(song, year, field, old, new)
   chunks[field] = new
   dirty_chunks[field] = song
   if old == '' then year_mark(song, year, true) elseif new == '' then year_mark(song, year, false) end
@@ -252,12 +251,12 @@ end
 local function add_play(pid, song, show, title)
   local date = sub(show, 1, 10)
   show_add(show, date, song .. '\0' .. pid .. '\0' .. (title == title_ref(song) and '' or title))
-  local year, c, lo, hi = locate(song, date)
+  local year, c, lo, hi, field = locate(song, date)
   local at = (hi - 1) * 4
   if at == #c then  -- the usual: a new last play of its year
-    set_chunk(song, year, c, c .. mmdd_text(date))
+    set_chunk(song, year, field, c, c .. mmdd_text(date))
   else
-    set_chunk(song, year, c, sub(c, 1, at) .. mmdd_text(date) .. sub(c, at + 1))
+    set_chunk(song, year, field, c, sub(c, 1, at) .. mmdd_text(date) .. sub(c, at + 1))
   end
   if lo == hi then
     -- The song's first play that day: it may be a bustout, and the next day's first
@@ -283,9 +282,9 @@ end
 local function remove_play(pid, show)
   local date = sub(show, 1, 10)
   local song = show_remove(show, pid)
-  local year, c, lo, hi = locate(song, date)
+  local year, c, lo, hi, field = locate(song, date)
   local at = (lo - 1) * 4
-  set_chunk(song, year, c, sub(c, 1, at) .. sub(c, at + 5))
+  set_chunk(song, year, field, c, sub(c, 1, at) .. sub(c, at + 5))
   local m = bust_on(song, date)
   local prev
   if m then

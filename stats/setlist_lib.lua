@@ -211,13 +211,15 @@ local function year_at(list, j)
 end
 
 -- Where `date` falls among the plays of `song` in its year: the year, that year's
--- chunk, the first slot not before `date` and the first slot after it.
+-- chunk, the first slot not before `date`, the first slot after it, and the chunk's
+-- field in `songplays`.
 local function locate(song, date)
   local year = sub(date, 1, 4)
-  local c = chunk(song, year)
+  local field = song .. '\0' .. year
+  local c = cached_hget(chunks, K_SONGPLAYS, field)
   local md, n = mmdd(date), #c / 4
-  if n == 0 or digits4(c, #c - 3) < md then return year, c, n + 1, n + 1 end  -- the usual: a new last play
-  return year, c, search(c, 4, md, false), search(c, 4, md, true)
+  if n == 0 or digits4(c, #c - 3) < md then return year, c, n + 1, n + 1, field end  -- the usual: a new last play
+  return year, c, search(c, 4, md, false), search(c, 4, md, true), field
 end
 
 -- The latest play date before slot `lo` of the chunk `c` of `year`, over all years.
