@@ -27,10 +27,13 @@ local function total_title(rec)
   return tonumber(string.sub(rec, 1, i - 1)), string.sub(rec, i + 1)
 end
 
-local function title_of(song)
-  local s = redis.call('HGET', K_SONGS, song)
-  if not s then return song end
-  local _, title = total_title(s)
+-- The title of the song's latest play on or before as_of, which is dated `last` (the
+-- greatest performance_id of that day). `songs` holds the latest play's title over all
+-- dates, which is this one when no play is dated after as_of.
+local function title_upto(song, last)
+  local _, _, hi, _, title = plays_on(song, last)
+  if hi == nil then return song end
+  if title == '' then return redis.call('HGET', K_TITLES, song) or song end
   return title
 end
 
@@ -115,9 +118,10 @@ if read == 'song' then
   else
     total = plays_upto(song, nil)
     if total == 0 then return {} end
-    title = title_of(song)
+    local lastdate = last_upto(song)
+    title = title_upto(song, lastdate)
     first = ymd(first_date(song))
-    last = ymd(last_upto(song))
+    last = ymd(lastdate)
   end
   local p30, p90, p365
   if redis.call('HGET', K_META, 'today') == asof then
@@ -164,7 +168,7 @@ elseif read == 'gaps' then
       local total = plays_upto(song, nil)
       if total >= min_plays then
         local last = last_upto(song)
-        cand[#cand + 1] = {song, title_of(song), ymd(last), total,
+        cand[#cand + 1] = {song, title_upto(song, last), ymd(last), total,
                            tonumber(redis.call('ZSCORE', K_BYFIRST, song))}
       end
     end
@@ -200,7 +204,10 @@ elseif read == 'velocity' then
       local p30, p90, p365 = windows(wins[i])
       local total, title
       if recs[i] then total, title = total_title(recs[i]) else title = song end
-      if not (exact and recs[i]) then total = plays_upto(song, nil) end
+      if not (exact and recs[i]) then
+        total = plays_upto(song, nil)
+        title = title_upto(song, last_upto(song))
+      end
       for _, v in ipairs({song, title, p30, p90, p365, total}) do out[#out + 1] = v end
     end
     return out
@@ -216,7 +223,7 @@ elseif read == 'velocity' then
   end)
   for i = 1, math.min(limit, #cand) do
     local r = cand[i]
-    for _, v in ipairs({r[1], title_of(r[1]), r[2], r[3], r[4], plays_upto(r[1], nil)}) do
+    for _, v in ipairs({r[1], title_upto(r[1], last_upto(r[1])), r[2], r[3], r[4], plays_upto(r[1], nil)}) do
       out[#out + 1] = v
     end
   end
@@ -233,14 +240,12 @@ elseif read == 'trends' then
   return {sub(trend, 1, cut), shows_now, shows_now > 0 and perfs_between(from, asofday) or 0}
 
 elseif read == 'stats' then
-  -- -> {shows, performances, songs played, songs known, first show, last show (YYYYMMDD)}
+  -- -> {shows, performances, songs played, first show, last show (YYYYMMDD)}
   local first = redis.call('ZRANGEBYSCORE', K_SHOWS, '-inf', asofday, 'WITHSCORES', 'LIMIT', 0, 1)[2]
   local last = redis.call('ZREVRANGEBYSCORE', K_SHOWS, asofday, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
   local perfs = nothing_after() and tonumber(redis.call('HGET', K_META, 'plays') or 0) or perfs_upto()
   return {redis.call('ZCOUNT', K_SHOWS, '-inf', asofday), perfs,
-          redis.call('ZCOUNT', K_BYFIRST, '-inf', asofday),
-          redis.call('HLEN', K_SONGS) - redis.call('HEXISTS', K_SONGS, PIN_FIELD),
-          first or false, last or false}
+          redis.call('ZCOUNT', K_BYFIRST, '-inf', asofday), first or false, last or false}
 
 elseif read == 'bustouts' then
   -- ARGV[4] = as_of - days (YYYYMMDD, excluded), ARGV[5] = gap_threshold,
@@ -309,9 +314,12 @@ elseif read == 'bustouts' then
   end
   local titles = {}
   local got = hmget(K_SONGS, songs)
+  local exact = nothing_after()
   for i, song in ipairs(songs) do
     titles[song] = song
-    if got[i] then
+    if not exact then
+      titles[song] = title_upto(song, last_upto(song))
+    elseif got[i] then
       local _, title = total_title(got[i])
       titles[song] = title
     end
@@ -336,7 +344,10 @@ elseif read == 'debuts' then
   for i, song in ipairs(songs) do
     local _, show = plays_on(song, first_date(song))
     local total, title = total_title(recs[i])
-    if not exact then total = plays_upto(song, nil) end
+    if not exact then
+      total = plays_upto(song, nil)
+      title = title_upto(song, last_upto(song))
+    end
     for _, v in ipairs({song, title, found[2 * i], sub(show, 12), total}) do
       out[#out + 1] = v
     end

@@ -249,13 +249,13 @@ class SetlistStore:
 
     def stats(self, vertical: str, as_of: dt.date) -> VerticalStats:
         """Band totals as of a date."""
-        shows, perfs, played, known, first, last = self._read(vertical, "stats", as_of)
+        shows, perfs, played, first, last = self._read(vertical, "stats", as_of)
         return VerticalStats(
             vertical_id=vertical,
             vertical_name=vertical,
             vertical_slug=vertical,
             total_shows=shows,
-            total_songs=known,
+            total_songs=played,  # a read sees only the plays up to as_of (SPEC section 2)
             total_performances=perfs,
             unique_songs_played=played,
             avg_songs_per_show=round1(perfs / shows) if shows else 0.0,

@@ -5,12 +5,12 @@ dict and answers each read by scanning every play, so it is slow and obviously r
 Where SPEC is silent it follows the project's recorded decisions:
 
 - ``song_id`` is the slug; ``song_title`` is the title of the song's latest present
-  performance over all dates (greatest show_date, then performance_id), the slug when
-  that performance has none;
+  performance dated on or before ``as_of`` (greatest show_date, then performance_id),
+  the slug when that performance has none: a read sees no later play;
 - ``show_slug`` is the show_id; ``vertical_id``, ``vertical_name`` and ``vertical_slug``
   are the vertical's slug;
-- ``total_songs`` counts songs with a present performance at any date,
-  ``unique_songs_played`` songs with a play on or before ``as_of``;
+- ``total_songs`` and ``unique_songs_played`` both count songs with a play on or before
+  ``as_of``;
 - a debut's ``times_played_since`` counts the song's plays up to ``as_of``, debut included;
 - trends list only periods with at least one show;
 - a vertical is unknown until some performance event of it (recorded or retracted) exists;
@@ -105,8 +105,8 @@ class SetlistOracle:
         """Every song with a present performance at any date."""
         return sorted({p.song for p in self.plays.get(vertical, [])}, key=_slug_key)
 
-    def title(self, vertical: str, song: str) -> str:
-        plays = self._song_plays(vertical, song)
+    def title(self, vertical: str, song: str, as_of: dt.date) -> str:
+        plays = [p for p in self._song_plays(vertical, song) if p.show_date <= as_of]
         return plays[-1].title if plays else song
 
     def _shows_between(self, vertical: str, after: dt.date, upto: dt.date) -> int:
@@ -129,7 +129,7 @@ class SetlistOracle:
         return {
             "song_id": song,
             "song_slug": song,
-            "song_title": self.title(vertical, song),
+            "song_title": self.title(vertical, song, as_of),
             "total_plays": total,
             "first_played": first,
             "last_played": last,
@@ -213,7 +213,7 @@ class SetlistOracle:
             "vertical_name": vertical,
             "vertical_slug": vertical,
             "total_shows": len(shows),
-            "total_songs": len(self.songs(vertical)),
+            "total_songs": len({p.song for p in plays}),
             "total_performances": len(plays),
             "unique_songs_played": len({p.song for p in plays}),
             "avg_songs_per_show": round(len(plays) / len(shows), 1) if shows else 0,
@@ -243,7 +243,7 @@ class SetlistOracle:
                 if gap_shows_threshold is not None and gap_shows < gap_shows_threshold:
                     continue
                 row = {
-                    "song_title": self.title(vertical, song),
+                    "song_title": self.title(vertical, song, as_of),
                     "song_slug": song,
                     "bustout_date": cur.show_date,
                     "show_slug": cur.show_id,
@@ -274,7 +274,7 @@ class SetlistOracle:
             if as_of - dt.timedelta(days=days) < debut.show_date <= as_of:
                 rows.append(
                     {
-                        "song_title": self.title(vertical, song),
+                        "song_title": self.title(vertical, song, as_of),
                         "song_slug": song,
                         "debut_date": debut.show_date,
                         "show_slug": debut.show_id,

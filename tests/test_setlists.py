@@ -170,7 +170,7 @@ def test_stats(store: SetlistStore) -> None:
         "vertical_name": V,
         "vertical_slug": V,
         "total_shows": 5,
-        "total_songs": 5,  # e counts: it has a present performance, after as_of
+        "total_songs": 4,  # not e, played only after as_of: a read sees no later play
         "total_performances": 11,
         "unique_songs_played": 4,
         "avg_songs_per_show": 2.2,
@@ -180,6 +180,31 @@ def test_stats(store: SetlistStore) -> None:
     before = store.stats(V, day("2020-01-01"))
     assert (before.total_shows, before.avg_songs_per_show, before.first_show) == (0, 0, None)
     check(store, HISTORY, day("2020-01-01"), D)
+
+
+def test_a_read_takes_the_title_of_the_latest_play_up_to_as_of(store: SetlistStore) -> None:
+    """A song's title is its latest play's, among the plays a read sees: none dated after
+    as_of, on every route that answers a title."""
+    store.apply(
+        [
+            recorded("p1", "dark-star", "s1", "2024-01-10", title="Dark Star"),
+            recorded("p2", "dark-star", "s2", "2024-03-10", title="Dark Star (reprise)"),
+            recorded("p3", "dark-star", "s3", "2024-03-10", title="Dark Star Jam"),
+            recorded("p4", "dark-star", "s4", "2024-06-01", title="Dark Star (1974)"),
+        ],
+        D,
+    )
+    early, late = day("2024-02-01"), day("2024-03-10")
+    for as_of, title in ((early, "Dark Star"), (late, "Dark Star Jam")):
+        song = store.song(V, "dark-star", as_of)
+        assert song is not None and song.song_title == title, as_of
+        assert [g.song_title for g in store.gaps(V, as_of, 1, 50)] == [title]
+        assert [v.song_title for v in store.velocity(V, as_of, 50)] == [title]
+        assert [d.song_title for d in store.debuts(V, as_of, 365).debuts] == [title]
+    got = store.bustouts(V, late, 365, 30, None).bustouts
+    assert [b.song_title for b in got] == ["Dark Star Jam"]
+    assert store.stats(V, early).total_songs == 1
+    assert store.stats(V, day("2024-01-01")).total_songs == 0
 
 
 def test_bustouts(store: SetlistStore) -> None:
@@ -582,7 +607,7 @@ def test_the_per_song_hashes_stay_hash_tables(real_backend: Backend) -> None:
         c.delete(key)
         c.hset(key, mapping=fields)
         assert c.object("encoding", key) == "listpack"
-    assert dump(store.stats(V, D)) == before  # total_songs does not count the pin
+    assert dump(store.stats(V, D)) == before
     store.apply(events[20:], D)
     assert [c.object("encoding", key) for key in pinned] == ["hashtable"] * 3
     oracle = SetlistOracle(events)
