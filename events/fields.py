@@ -144,5 +144,5 @@ def version_of(occurred_at: dt.datetime, event_id: str) -> str:
 
 
 def normalize_hashtag(tag: str) -> str:
-    """A hashtag without its leading ``#`` signs, case folded."""
-    return tag.lstrip("#").casefold()
+    """A hashtag without its leading ``#`` (one: ``##x`` is the tag ``#x``), case folded."""
+    return (tag[1:] if tag.startswith("#") else tag).casefold()
