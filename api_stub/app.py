@@ -56,6 +56,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class EmptyIsDefault:
+    """ASGI middleware: a query parameter sent empty (``?limit=&as_of=``, as the SPEC's
+    route templates write ``as_of=``) is left out, so that it means its default on every
+    route, as a front end filling a template expects, rather than a 422."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        query = scope.get("query_string") if scope["type"] == "http" else None
+        if query:
+            pairs = query.split(b"&")
+            kept = [p for p in pairs if p.partition(b"=")[2]]
+            if len(kept) != len(pairs):
+                scope = {**scope, "query_string": b"&".join(kept)}
+        await self.app(scope, receive, send)
+
+
 def create_app(conns: Connections) -> FastAPI:
     """The app, serving the state behind ``conns``."""
     app = FastAPI(
@@ -64,6 +82,7 @@ def create_app(conns: Connections) -> FastAPI:
         version="0.1.0",
     )
     app.state.conns = conns
+    app.add_middleware(EmptyIsDefault)
     app.include_router(setlist_routes.router)
     app.include_router(video_routes.router)
 

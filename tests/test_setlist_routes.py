@@ -164,3 +164,15 @@ def test_a_parameter_sent_empty_means_its_default(backend: Backend) -> None:
         assert client.get("/analytics/bustouts/band?days=100000&gap_threshold=1").json()[
             "bustouts"
         ], "the comparison above must see bustouts"
+        for url, blanks in (  # every other parameter too, alone or several, `=` or not
+            ("/analytics/gaps/band", "min_plays=&limit="),
+            ("/analytics/velocity/band", "limit"),
+            ("/analytics/trends/band", "period=&as_of"),
+            ("/analytics/bustouts/band", "days=&gap_threshold=&gap_shows_threshold=&as_of="),
+            ("/analytics/debut-songs/band", "days="),
+        ):
+            plain_answer = client.get(url)
+            assert plain_answer.status_code == 200, url
+            blank = client.get(f"{url}?{blanks}")
+            assert (blank.status_code, blank.json()) == (200, plain_answer.json()), url
+        assert client.get("/analytics/gaps/band?limit=0").status_code == 422  # not blank
