@@ -17,7 +17,7 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from events.schemas import Event, EventError, parse_event, parse_json_line
+from events.schemas import Event, EventError, parse_event, parse_json_line, without_bom
 from events.wire import record_of
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,8 @@ class Publisher:
                 lineno += 1
                 if progress is not None:
                     progress(lineno)
+                if lineno == 1:  # a first line of only a byte order mark is blank too
+                    line = without_bom(line)
                 if not line.strip():
                     continue
                 try:

@@ -291,15 +291,18 @@ def parse_event(obj: Any, where: str | None = None) -> Event:
         raise EventError(where or _describe(obj, "event"), _first_error(exc)) from None
 
 
+def without_bom(line: str | bytes) -> str | bytes:
+    """``line`` without a byte order mark at its start (editors on Windows write one)."""
+    if isinstance(line, bytes):
+        return line.removeprefix(b"\xef\xbb\xbf")
+    return line.removeprefix("\ufeff")
+
+
 def parse_json_line(line: str | bytes, lineno: int) -> Any:
     """Decode one JSON Lines line; errors are named ``line N``. A byte order mark before
     the first line (editors on Windows write one) is not part of it."""
     if lineno == 1:
-        line = (
-            line.removeprefix(b"\xef\xbb\xbf")
-            if isinstance(line, bytes)
-            else line.removeprefix("\ufeff")
-        )
+        line = without_bom(line)
     try:
         return json.loads(line)
     except (ValueError, RecursionError) as exc:

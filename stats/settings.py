@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from events.fields import strict_date
 
@@ -52,16 +53,44 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str) -> str:
         if not value.startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}: {value!r}")
+        if value.startswith(("redis://", "rediss://")):
+            # redis-py reads what it can and ignores the rest: a database that is not a
+            # number would silently be database 0.
+            parts = urlsplit(value)
+            try:
+                parts.port  # noqa: B018 - raises on a port that is not a number
+            except ValueError:
+                raise ValueError("the port must be a number from 0 to 65535") from None
+            database = parts.path.strip("/")
+            if database and not (database.isascii() and database.isdigit()):
+                raise ValueError(
+                    f"the database must be a number (redis://host:6379/0), not {database!r}"
+                )
         return value
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
         try:
-            make_url(value)
+            url = make_url(value)
         except ArgumentError:
             raise ValueError(
                 f"not a database URL (sqlite:///FILE or postgresql+psycopg://...): {value!r}"
+            ) from None
+        # The database and its driver are loaded when the log is first opened: fail now,
+        # by name, rather than with a traceback from the command.
+        try:
+            dialect = url.get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(
+                f"SQLAlchemy knows no database {url.drivername!r}"
+                " (sqlite:///FILE or postgresql+psycopg://...)"
+            ) from None
+        try:
+            dialect.import_dbapi()
+        except ImportError as exc:
+            raise ValueError(
+                f"the driver of {url.drivername!r} is not installed ({exc.name or exc})"
             ) from None
         return value
 

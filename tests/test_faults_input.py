@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +33,7 @@ from events.wire import record_of
 from stats.settings import get_settings
 from tests.conftest import REAL_REDIS_URL, Backend
 from tests.faults_support import TODAY, FaultEnv, Workers, statsworker_command
-from worker import cli
+from worker import cli, context, publishing
 from worker.connections import MEMORY_URL, Connections
 from worker.runner import failed_jobs, retry_failed, run_worker
 
@@ -515,6 +516,11 @@ def test_fuzz_publish_lines(lines: list[Any]) -> None:
         ("STATSWORKER_TODAY", "1719705600", "must be a date written YYYY-MM-DD"),
         ("STATSWORKER_TODAY", "2024-02-30", "STATSWORKER_TODAY"),
         ("STATSWORKER_BATCH_SIZE", "0", "greater than or equal to 1"),
+        # redis-py would read these as database 0, or fail later with a traceback.
+        ("STATSWORKER_REDIS_URL", "redis://127.0.0.1:6379/abc", "database must be a number"),
+        ("STATSWORKER_REDIS_URL", "redis://127.0.0.1:port/0", "port must be a number"),
+        ("STATSWORKER_DATABASE_URL", "foo://x/y", "SQLAlchemy knows no database 'foo'"),
+        ("STATSWORKER_DATABASE_URL", "mysql://u@h/db", "driver of 'mysql' is not installed"),
     ],
 )
 def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
@@ -533,6 +539,105 @@ def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
     err = capsys.readouterr().err
     assert err.startswith(f"statsworker: bad configuration: {variable}: "), err
     assert reason in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "command", "reason"),
+    [
+        (
+            "STATSWORKER_REDIS_URL",
+            REAL_REDIS_URL.rsplit("/", 1)[0] + "/99",
+            ["failed"],
+            "refused the database: DB index is out of range",
+        ),
+        (
+            "STATSWORKER_DATABASE_URL",
+            "sqlite:////nonexistent-dir/events.db",
+            ["publish", "EVENTS"],
+            "cannot open the event log at sqlite:////nonexistent-dir/events.db:",
+        ),
+    ],
+)
+def test_a_server_that_cannot_be_used_ends_the_command_with_one_line_and_exit_code_3(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    variable: str,
+    value: str,
+    command: list[str],
+    reason: str,
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(_event(0)) + "\n")
+    monkeypatch.setenv("STATSWORKER_REDIS_URL", REAL_REDIS_URL)
+    monkeypatch.setenv("STATSWORKER_DATABASE_URL", f"sqlite:///{tmp_path / 'log.db'}")
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(context, "_current", None)
+    get_settings.cache_clear()
+    try:
+        code = cli.main([str(events) if part == "EVENTS" else part for part in command])
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert reason in err and "Traceback" not in err
+
+
+def test_a_password_in_a_redis_url_is_not_printed() -> None:
+    exc = redis.ConnectionError("Error 111 connecting to h:6379. Connection refused.")
+    told = cli.unreachable(exc, "redis://user:s3cret@h:6379/2", "sqlite://")
+    assert told == (
+        "cannot reach Redis at redis://user:***@h:6379/2: "
+        "Error 111 connecting to h:6379. Connection refused."
+    )
+    assert cli.unreachable(redis.ResponseError("WRONGTYPE"), "redis://h", "sqlite://") is None
+
+
+def _event(i: int) -> dict[str, Any]:
+    return {
+        "type": "performance.recorded",
+        "event_id": f"e-{i}",
+        "occurred_at": "2024-01-01T00:00:00Z",
+        "vertical": "band",
+        "performance_id": f"p{i}",
+        "show_id": "s1",
+        "show_date": "2024-01-01",
+        "song": "a",
+    }
+
+
+def test_a_line_that_is_not_utf8_is_rejected_and_the_rest_published(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    good = [json.dumps(_event(i)).encode() for i in range(3)]
+    inside = json.dumps(_event(3)).replace('"s1"', '"s1-X"').encode().replace(b"X", b"\xff")
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join([good[0], b"\xff\xfe not json", good[1], inside, good[2]]) + b"\n")
+    queue = _KeepingQueue()
+    publisher = Publisher(queue, batch_size=10)  # type: ignore[arg-type]
+    monkeypatch.setattr(publishing, "make_publisher", lambda conns: publisher)
+    monkeypatch.setattr(cli, "_connections", lambda: None)
+    assert cli.main(["publish", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "line 2: not valid JSON" in err
+    assert "line 4: show_id:" in err
+    assert "published 3 event(s) in 1 job(s); 2 rejected" in err
+    assert len(queue.jobs) == 1
+
+
+def test_a_first_line_of_only_a_byte_order_mark_is_blank() -> None:
+    lines = ["\ufeff", json.dumps(_event(0)), "\ufeff   "]
+    report = Publisher(_KeepingQueue(), batch_size=10).publish_lines(lines)  # type: ignore[arg-type]
+    assert report.accepted == 1
+    # Only the first line: a mark elsewhere is a bad line, named as such.
+    assert [str(e).split(":")[0] for e in report.rejected] == ["line 3"]
+
+
+def test_a_port_outside_0_to_65535_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["api", "--port", "99999"])
+    assert exited.value.code == 2
+    assert "'99999' is not a port (0-65535)" in capsys.readouterr().err
 
 
 class _KeepingQueue:

@@ -261,6 +261,42 @@ def test_command_reports_bad_rows_by_line(
 
 
 @pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)
+def test_a_row_that_is_not_utf8_or_not_dated_yyyy_mm_dd_is_skipped_and_the_rest_imported(
+    fake_conns: Connections, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setlists = tmp_path / "latin1.csv"
+    setlists.write_bytes(
+        b"show_id,show_date,song_title\n"
+        b"s1,2024-05-01,Caf\xe9\n"  # Latin-1
+        b"s1,2024-05-01,Tweezer\n"
+        b"s2,2024-W18-4,Ghost\n"  # an ISO week date, which date.fromisoformat reads
+        b"s2,20240502,Ghost\n"
+        b"s3,2024-05-03,Ghost\n"
+    )
+    assert cli.main(["import", "setlists", str(setlists), "--vertical", "phish"]) == 1
+    err = capsys.readouterr().err
+    assert "line 2: song_title: not UTF-8 text" in err
+    assert "line 4: show_date: '2024-W18-4' is not a real date written YYYY-MM-DD" in err
+    assert "line 5: show_date: '20240502' is not a real date written YYYY-MM-DD" in err
+    assert "3 row(s) skipped" in err and "Traceback" not in err
+    videos = tmp_path / "videos.csv"
+    videos.write_bytes(
+        b"video_id,channel_or_creator,date_posted,views,likes,comments,shares,bookmarks,"
+        b"new_followers,snapshot_date\n"
+        b"v1,Caf\xe9 Ana,2024-03-01,1,0,0,0,0,0,2024-03-02\n"
+        b"v2,Chef Ana,2024-03-01,5,1,0,0,0,0,2024-03-02\n"
+    )
+    assert cli.main(["import", "videos", str(videos)]) == 1
+    err = capsys.readouterr().err
+    assert "line 2: channel_or_creator: not UTF-8 text" in err and "1 row(s) skipped" in err
+    run_worker(fake_conns, burst=True, with_scheduler=False)
+    stats = fake_conns.setlists.stats("phish", AS_OF)
+    assert (stats.total_shows, stats.total_performances) == (2, 2)
+    assert fake_conns.videos.creators() == ["chef-ana"]
+    assert fake_conns.videos.overview("chef-ana").metrics.total_videos == 1
+
+
+@pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)
 def test_command_rejects_a_file_without_required_columns(
     fake_conns: Connections, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,7 +12,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import redis
+import sqlalchemy.exc
 from pydantic import ValidationError
 
 from stats.settings import get_settings
@@ -55,7 +58,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         report = publisher.publish_lines(sys.stdin, follow_stream=not _is_regular_file(sys.stdin))
     else:
         try:
-            with open(args.file, encoding="utf-8") as stream:
+            # A byte that is not UTF-8 rejects its line (as on standard input), not the file.
+            with open(args.file, encoding="utf-8", errors="surrogateescape") as stream:
                 report = publisher.publish_lines(stream)
         except OSError as exc:
             print(f"statsworker: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
@@ -129,6 +133,16 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (0-65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(
@@ -147,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("api", help="serve the HTTP read API")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.set_defaults(handler=cmd_api)
 
     p = sub.add_parser("roll", help="move windowed counters of every vertical to today")
@@ -207,6 +221,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except UNREACHABLE as exc:
+        reason = unreachable(exc, settings.redis_url, settings.database_url)
+        if reason is None or args.verbose:  # -v: the whole traceback
+            raise
+        print(f"statsworker: {reason}", file=sys.stderr)
+        return 3
+
+
+UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ResponseError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+"""Errors of a server the command could not reach (or that refused it), which end a
+command with one line and exit code 3 instead of a traceback (``-v`` shows it)."""
+
+
+def unreachable(exc: BaseException, redis_url: str, database_url: str) -> str | None:
+    """What to tell the user of ``exc``, one of :data:`UNREACHABLE`; None for a reply
+    of Redis that is not about reaching it (a bug, shown with its traceback)."""
+    if isinstance(exc, redis.ResponseError):
+        if not str(exc).startswith("DB index"):
+            return None
+        return f"Redis at {_without_password(redis_url)} refused the database: {exc}"
+    if isinstance(exc, redis.RedisError):
+        return f"cannot reach Redis at {_without_password(redis_url)}: {exc}"
+    detail = getattr(exc, "orig", None) or exc
+    text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
+    try:
+        where = sqlalchemy.engine.make_url(database_url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        where = "its URL"
+    return f"cannot open the event log at {where}: {text}"
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

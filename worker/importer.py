@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import io
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -46,6 +47,10 @@ COUNT_COLUMNS = ("views", "likes", "comments", "shares", "bookmarks", "new_follo
 """The cumulative counts of a video snapshot."""
 
 Row = dict[str, str]
+
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_UNDECODED = re.compile("[\udc80-\udcff]")
+"""A byte the file's UTF-8 decoding could not read, as ``surrogateescape`` keeps it."""
 
 
 class MissingColumnsError(ValueError):
@@ -79,6 +84,13 @@ def _records(stream: IO[str], required: tuple[str, ...]) -> Iterator[tuple[int, 
         start = reader.line_num + 1
 
 
+def _decoded(row: Row, lineno: int) -> None:
+    """Reject a row holding bytes that are not UTF-8 (the file's other rows still count)."""
+    for column, value in row.items():
+        if _UNDECODED.search(value):
+            raise EventError(f"line {lineno}", f"{column}: not UTF-8 text (save the file as UTF-8)")
+
+
 def _need(row: Row, column: str, lineno: int) -> str:
     value = row.get(column, "")
     if not value:
@@ -90,7 +102,8 @@ def _date(row: Row, column: str, lineno: int) -> str:
     # Checked here, before occurred_at is derived from it, so the error names this column.
     text = _need(row, column, lineno)
     try:
-        if len(text) == 10:
+        # fromisoformat alone would also read 20240101 or 2024-W01-1.
+        if _DATE_RE.fullmatch(text):
             dt.date.fromisoformat(text)
             return text
     except ValueError:
@@ -123,6 +136,7 @@ def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) ->
         show_id = row["show_id"]
         in_show[show_id] = in_show.get(show_id, 0) + 1  # counts bad rows too: ids stay put
         try:
+            _decoded(row, lineno)
             _need(row, "show_id", lineno)
             show_date = _date(row, "show_date", lineno)
             title = _need(row, "song_title", lineno)
@@ -159,6 +173,7 @@ def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) ->
 
 def _snapshot(lineno: int, row: Row) -> dict[str, Any]:
     """The validated content of one video row (raises EventError naming the line)."""
+    _decoded(row, lineno)
     creator = _slug_of(row, "channel_or_creator", lineno)
     return {
         "creator": creator,
@@ -258,7 +273,8 @@ def import_file(
             # rich's reader does not close the file it wraps: the exit stack does.
             handle = files.enter_context(path.open("rb"))
             raw = progress.wrap_file(handle, total=passes * size, task_id=task)
-            return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            # A byte that is not UTF-8 rejects its row (see _decoded), not the file.
+            return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
         if kind == "setlists":
             if vertical is None:
