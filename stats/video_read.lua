@@ -46,8 +46,24 @@ elseif read == 'overview' then
 elseif read == 'hashtags' then
   -- ARGV[2] = limit (>= 1)
   -- -> number of hashtags, then 5 per hashtag, most viewed first: hashtag, n, views, rh, rl
+  --    (more than limit of them when sums past 2^53 share a score: see below)
   local out = {redis.call('ZCARD', K_TAGVIEWS)}
-  for _, tag in ipairs(redis.call('ZRANGE', K_TAGVIEWS, 0, tonumber(ARGV[2]) - 1)) do
+  local top = redis.call('ZRANGE', K_TAGVIEWS, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+  local tags, seen = {}, {}
+  for i = 1, #top, 2 do
+    tags[#tags + 1] = top[i]
+    seen[top[i]] = true
+  end
+  -- A score is a double: past 2^53 two different sums can round to one score, which
+  -- Redis then orders by name. Every hashtag sharing the last row's score comes back
+  -- as well, and the caller sorts by the exact sums before it cuts to limit.
+  local last = top[#top]
+  if last and tonumber(last) <= -9007199254740992 then
+    for _, tag in ipairs(redis.call('ZRANGEBYSCORE', K_TAGVIEWS, last, last)) do
+      if not seen[tag] then tags[#tags + 1] = tag end
+    end
+  end
+  for _, tag in ipairs(tags) do
     out[#out + 1] = tag
     append(out, fields(K_TAGS, tag .. ':', {'n', 'views', 'rh', 'rl'}))
   end

@@ -221,7 +221,9 @@ class VideoStore:
                     avg_engagement_rate=_mean_rate(videos, rh, rl),
                 )
             )
-        return Hashtags(top_hashtags=rows, total_unique_hashtags=int(r[0]))
+        # Exact order: the script's is that of the scores, doubles (see video_read.lua).
+        rows.sort(key=lambda row: (-row.total_views, row.hashtag))
+        return Hashtags(top_hashtags=rows[:limit], total_unique_hashtags=int(r[0]))
 
     def posting_time(self, creator: str) -> PostingTime:
         """Videos, mean views and mean engagement per posting weekday, Monday first.

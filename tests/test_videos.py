@@ -237,6 +237,18 @@ def test_hashtag_counts_once_per_video_case_folded(store: VideoStore) -> None:
         store.hashtags("bob", limit=0)
 
 
+def test_hashtags_past_2_to_the_53_views_keep_their_exact_order(store: VideoStore) -> None:
+    # 10^16 and 10^16 + 1 are one double: the sorted set alone would put "a" first.
+    big = 10**15
+    store.apply([posted(f"v{i}", 1, views=big, tags=["a", "b", "c"]) for i in range(10)])
+    store.apply([posted("w", 1, views=1, tags=["b"]), posted("x", 1, views=2, tags=["c"])])
+    rows = [(t.hashtag, t.total_views) for t in store.hashtags("bob").top_hashtags]
+    assert rows == [("c", 10 * big + 2), ("b", 10 * big + 1), ("a", 10 * big)]
+    for limit in (1, 2):
+        got = [t.hashtag for t in store.hashtags("bob", limit=limit).top_hashtags]
+        assert got == ["c", "b"][:limit]
+
+
 def test_time_series_window_is_inclusive(store: VideoStore) -> None:
     store.apply(
         [
