@@ -154,7 +154,7 @@ def create_app(conns: Connections) -> FastAPI:
         """Liveness, with Redis (and event log) reachability."""
         checks: dict[str, Any] = {}
         try:
-            checks["redis"] = bool(conns.state.ping())
+            checks["redis"] = bool(conns.probe().ping())
         except Exception as exc:  # any failure means unreachable
             log.warning("health: redis unreachable: %s", exc)
             checks["redis"] = False

@@ -22,6 +22,7 @@ from tests.conftest import REAL_REDIS_URL, Backend, data_file
 from worker import cli, context
 from worker.connections import MEMORY_URL, Connections
 from worker.importer import COUNT_COLUMNS, ImportReport, import_file
+from worker.metrics import read_counters
 from worker.runner import failed_jobs, run_worker
 
 AS_OF = dt.date(2100, 1, 1)
@@ -253,6 +254,8 @@ def test_command_reports_bad_rows_by_line(
     assert "line 5: song_title '???' has no ASCII letter or digit" in err
     assert "line 6: show_date: '2024-13-01' is not a real date" in err
     assert "4 row(s) skipped" in err
+    counters = read_counters(fake_conns.state, fake_conns.settings.key_prefix)
+    assert counters.get("rejected") == "4"  # as publish counts its bad lines
     run_worker(fake_conns, burst=True, with_scheduler=False)
     stats = fake_conns.setlists.stats("phish", AS_OF)
     assert (stats.total_shows, stats.total_performances) == (2, 3)

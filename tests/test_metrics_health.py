@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
+import redis.retry
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,7 +17,7 @@ from api_stub.app import create_app
 from stats.settings import Settings
 from tests.conftest import REAL_REDIS_URL, Backend
 from tests.faults_support import TODAY, FaultEnv, free_port
-from worker.connections import MEMORY_URL, Connections
+from worker.connections import CLIENT_RETRIES, MEMORY_URL, Connections
 from worker.runner import run_worker
 
 
@@ -134,6 +136,33 @@ def test_health_reports_a_lost_redis(tmp_path: Path) -> None:
     answer = TestClient(create_app(dead)).get("/health")
     assert answer.status_code == 503
     assert answer.json() == {"status": "degraded", "redis": False, "database": True}
+
+
+def test_health_tries_a_lost_redis_once_where_the_state_client_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()  # nothing listens there
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        database_url=f"sqlite:///{tmp_path / 'log.db'}",
+        today=TODAY,
+    )
+    conns = Connections.from_settings(settings)
+    attempts: list[int] = []
+
+    def refuse(self: Any) -> None:
+        attempts.append(self.port)
+        raise redis.ConnectionError(f"refused (attempt {len(attempts)})")
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", refuse)
+    monkeypatch.setattr(redis.retry, "sleep", lambda seconds: None)  # the state's backoff
+    answer = TestClient(create_app(conns)).get("/health")
+    assert answer.status_code == 503
+    assert answer.json() == {"status": "degraded", "redis": False, "database": True}
+    assert attempts == [port]
+    with pytest.raises(redis.ConnectionError):
+        conns.state.ping()
+    assert len(attempts) == 1 + 1 + CLIENT_RETRIES
 
 
 def test_health_reports_an_unreachable_database(backend: Backend, tmp_path: Path) -> None:

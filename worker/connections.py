@@ -12,7 +12,7 @@ from typing import Any
 import fakeredis
 import hiredis
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.retry import Retry
 from rq import Queue
@@ -63,6 +63,10 @@ itself answers BUSY to every other client after 5 s of one script)."""
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 """Longest a client waits to connect before it retries."""
+
+PROBE_TIMEOUT_SECONDS = 1.0
+"""Longest ``GET /health`` waits to connect to Redis and for its PING, trying once: a
+health check (docker-compose gives it 3 s) gets its answer rather than a timeout."""
 
 
 def memory_server() -> fakeredis.FakeServer:
@@ -131,11 +135,36 @@ class Connections:
     queue: Queue = field(init=False)
     setlists: SetlistStore = field(init=False)
     videos: VideoStore = field(init=False)
+    _probe: Any = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.queue = job_queue(self.settings.queue, self.raw)
         self.setlists = SetlistStore(self.state, self.settings.key_prefix)
         self.videos = VideoStore(self.state, self.settings.key_prefix)
+
+    def probe(self) -> Any:
+        """A client of the state's server that tries once, within
+        :data:`PROBE_TIMEOUT_SECONDS` (the state's clients retry for seconds)."""
+        client = self._probe
+        if client is None:
+            state = self.state
+            client = state
+            if isinstance(state, redis.Redis) and not isinstance(state, fakeredis.FakeRedis):
+                pool = state.connection_pool
+                kwargs = {
+                    **pool.connection_kwargs,
+                    "socket_timeout": PROBE_TIMEOUT_SECONDS,
+                    "socket_connect_timeout": PROBE_TIMEOUT_SECONDS,
+                    "retry": Retry(NoBackoff(), 0),
+                    "retry_on_error": [],
+                }
+                client = redis.Redis(
+                    connection_pool=redis.ConnectionPool(
+                        connection_class=pool.connection_class, max_connections=2, **kwargs
+                    )
+                )
+            self._probe = client
+        return client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Connections:

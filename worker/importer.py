@@ -286,6 +286,8 @@ def import_file(
         progress.update(task, completed=passes * size)
     report.published, report.jobs = published.accepted, published.jobs
     report.rows = report.published + len(report.skipped)
+    if report.skipped and publisher.on_rejected is not None:  # counted as publish counts them
+        publisher.on_rejected(len(report.skipped))
     return report
 
 

@@ -29,7 +29,7 @@ def record_apply(
 
 
 def record_rejected(client: Any, prefix: str, n: int) -> None:
-    """Count events rejected at the door (publish or ``POST /events``)."""
+    """Count events rejected at the door (publish, ``POST /events``, rows an import skipped)."""
     if n:
         client.hincrby(keys.metrics_key(prefix), "rejected", n)
 
