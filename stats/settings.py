@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -33,6 +34,14 @@ DEFAULT_BATCH_SIZE = 1000
 """Events per queued job; one job is applied with one script call per vertical or creator."""
 
 
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^@]*@")
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``: for messages and logs."""
+    return _PASSWORD.sub(r"\1:***@", url, count=1)
+
+
 class Settings(BaseSettings):
     """Every setting of statsworker; environment variables use the ``STATSWORKER_`` prefix."""
 
@@ -52,7 +61,8 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         if not value.startswith(REDIS_SCHEMES):
-            raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}: {value!r}")
+            schemes = ", ".join(REDIS_SCHEMES)
+            raise ValueError(f"must start with one of {schemes}: {redacted(value)!r}")
         if value.startswith(("redis://", "rediss://")):
             # redis-py reads what it can and ignores the rest: a database that is not a
             # number would silently be database 0.
@@ -73,9 +83,10 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         try:
             url = make_url(value)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ValueError(
-                f"not a database URL (sqlite:///FILE or postgresql+psycopg://...): {value!r}"
+                "not a database URL (sqlite:///FILE or postgresql+psycopg://...):"
+                f" {redacted(value)!r}"
             ) from None
         # The database and its driver are loaded when the log is first opened: fail now,
         # by name, rather than with a traceback from the command.

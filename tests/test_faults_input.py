@@ -511,6 +511,12 @@ def test_fuzz_publish_lines(lines: list[Any]) -> None:
     ("variable", "value", "reason"),
     [
         ("STATSWORKER_REDIS_URL", "notaurl", "must start with one of redis://"),
+        (
+            "STATSWORKER_REDIS_URL",
+            "http://u:s3cret@h",
+            "redis://, rediss://, unix://, memory://: 'http://u:***@h'",
+        ),
+        ("STATSWORKER_DATABASE_URL", "pg://u:s3cret@h:x/db", "'pg://u:***@h:x/db'"),
         ("STATSWORKER_DATABASE_URL", "garbage", "not a database URL"),
         ("STATSWORKER_TODAY", "0", "must be a date written YYYY-MM-DD"),
         ("STATSWORKER_TODAY", "1719705600", "must be a date written YYYY-MM-DD"),
@@ -539,6 +545,7 @@ def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
     err = capsys.readouterr().err
     assert err.startswith(f"statsworker: bad configuration: {variable}: "), err
     assert reason in err and "Traceback" not in err
+    assert "s3cret" not in err
 
 
 @pytest.mark.parametrize(

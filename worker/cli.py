@@ -12,13 +12,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import sqlalchemy.exc
 from pydantic import ValidationError
 
-from stats.settings import get_settings
+from stats.settings import get_settings, redacted
 from worker import logs
 
 log = logging.getLogger(__name__)
@@ -246,9 +245,9 @@ def unreachable(exc: BaseException, redis_url: str, database_url: str) -> str | 
     if isinstance(exc, redis.ResponseError):
         if not str(exc).startswith("DB index"):
             return None
-        return f"Redis at {_without_password(redis_url)} refused the database: {exc}"
+        return f"Redis at {redacted(redis_url)} refused the database: {exc}"
     if isinstance(exc, redis.RedisError):
-        return f"cannot reach Redis at {_without_password(redis_url)}: {exc}"
+        return f"cannot reach Redis at {redacted(redis_url)}: {exc}"
     detail = getattr(exc, "orig", None) or exc
     text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
     try:
@@ -256,16 +255,6 @@ def unreachable(exc: BaseException, redis_url: str, database_url: str) -> str | 
     except sqlalchemy.exc.ArgumentError:
         where = "its URL"
     return f"cannot open the event log at {where}: {text}"
-
-
-def _without_password(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 if __name__ == "__main__":  # pragma: no cover
