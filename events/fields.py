@@ -25,7 +25,8 @@ MAX_COUNT = 10**15
 MIN_YEAR, MAX_YEAR = 1900, 2100
 """Dates outside these years are rejected."""
 
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+"""A date written ``YYYY-MM-DD`` (checked for a real date apart)."""
 _RFC3339_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -49,7 +50,7 @@ def strict_date(value: Any) -> dt.date:
     pydantic's own date type would also read ``0`` or ``1719705600`` as a Unix time."""
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         parsed = value
-    elif isinstance(value, str) and _DATE_RE.fullmatch(value):
+    elif isinstance(value, str) and DATE_RE.fullmatch(value):
         try:
             parsed = dt.date.fromisoformat(value)
         except ValueError:

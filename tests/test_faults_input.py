@@ -520,6 +520,11 @@ def test_fuzz_publish_lines(lines: list[Any]) -> None:
         ("STATSWORKER_DATABASE_URL", "garbage", "not a database URL"),
         ("STATSWORKER_TODAY", "0", "must be a date written YYYY-MM-DD"),
         ("STATSWORKER_TODAY", "1719705600", "must be a date written YYYY-MM-DD"),
+        (
+            "STATSWORKER_TODAY",
+            "\u0662\u0660\u0662\u0664-\u0660\u0661-\u0660\u0661",
+            "written YYYY-MM-DD",
+        ),
         ("STATSWORKER_TODAY", "2024-02-30", "STATSWORKER_TODAY"),
         ("STATSWORKER_BATCH_SIZE", "0", "greater than or equal to 1"),
         # redis-py would read these as database 0, or fail later with a traceback.
@@ -659,19 +664,7 @@ class _KeepingQueue:
 
 @pytest.mark.parametrize("as_bytes", [False, True])
 def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(as_bytes: bool) -> None:
-    events = [
-        {
-            "type": "performance.recorded",
-            "event_id": f"bom-{i}",
-            "occurred_at": "2024-01-01T00:00:00Z",
-            "vertical": "band",
-            "performance_id": f"p{i}",
-            "show_id": "s1",
-            "show_date": "2024-01-01",
-            "song": "a",
-        }
-        for i in range(2)
-    ]
+    events = [_event(i) for i in range(2)]
     text = "\ufeff" + "\n".join(json.dumps(e) for e in events) + "\n"
     lines: list[Any] = text.encode().splitlines() if as_bytes else text.splitlines()
     queue = _KeepingQueue()

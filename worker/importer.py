@@ -32,7 +32,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from events.fields import SLUG_RE, slugify
+from events.fields import DATE_RE, SLUG_RE, slugify
 from events.schemas import Event, EventError, parse_event
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ COUNT_COLUMNS = ("views", "likes", "comments", "shares", "bookmarks", "new_follo
 
 Row = dict[str, str]
 
-_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _UNDECODED = re.compile("[\udc80-\udcff]")
 """A byte the file's UTF-8 decoding could not read, as ``surrogateescape`` keeps it."""
 
@@ -103,7 +102,7 @@ def _date(row: Row, column: str, lineno: int) -> str:
     text = _need(row, column, lineno)
     try:
         # fromisoformat alone would also read 20240101 or 2024-W01-1.
-        if _DATE_RE.fullmatch(text):
+        if DATE_RE.fullmatch(text):
             dt.date.fromisoformat(text)
             return text
     except ValueError:
