@@ -285,9 +285,9 @@ def test_a_row_that_is_not_utf8_or_not_dated_yyyy_mm_dd_is_skipped_and_the_rest_
     videos = tmp_path / "videos.csv"
     videos.write_bytes(
         b"video_id,channel_or_creator,date_posted,views,likes,comments,shares,bookmarks,"
-        b"new_followers,snapshot_date\n"
-        b"v1,Caf\xe9 Ana,2024-03-01,1,0,0,0,0,0,2024-03-02\n"
-        b"v2,Chef Ana,2024-03-01,5,1,0,0,0,0,2024-03-02\n"
+        b"new_followers,snapshot_date,country\n"
+        b"v1,Caf\xe9 Ana,2024-03-01,1,0,0,0,0,0,2024-03-02,FR\n"
+        b"v2,Chef Ana,2024-03-01,5,1,0,0,0,0,2024-03-02,Cura\xe7ao\n"  # a column not read
     )
     assert cli.main(["import", "videos", str(videos)]) == 1
     err = capsys.readouterr().err

@@ -83,10 +83,16 @@ def _records(stream: IO[str], required: tuple[str, ...]) -> Iterator[tuple[int, 
         start = reader.line_num + 1
 
 
-def _decoded(row: Row, lineno: int) -> None:
-    """Reject a row holding bytes that are not UTF-8 (the file's other rows still count)."""
-    for column, value in row.items():
-        if _UNDECODED.search(value):
+SETLIST_USED = (*SETLIST_COLUMNS, "venue", "set_name", "position")
+VIDEO_USED = (*VIDEO_COLUMNS, *COUNT_COLUMNS)
+"""The columns an import reads; the others may hold anything."""
+
+
+def _decoded(row: Row, lineno: int, columns: tuple[str, ...]) -> None:
+    """Reject a row whose ``columns`` hold bytes that are not UTF-8 (the file's other
+    rows still count)."""
+    for column in columns:
+        if _UNDECODED.search(row.get(column, "")):
             raise EventError(f"line {lineno}", f"{column}: not UTF-8 text (save the file as UTF-8)")
 
 
@@ -135,7 +141,7 @@ def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) ->
         show_id = row["show_id"]
         in_show[show_id] = in_show.get(show_id, 0) + 1  # counts bad rows too: ids stay put
         try:
-            _decoded(row, lineno)
+            _decoded(row, lineno, SETLIST_USED)
             _need(row, "show_id", lineno)
             show_date = _date(row, "show_date", lineno)
             title = _need(row, "song_title", lineno)
@@ -172,7 +178,7 @@ def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) ->
 
 def _snapshot(lineno: int, row: Row) -> dict[str, Any]:
     """The validated content of one video row (raises EventError naming the line)."""
-    _decoded(row, lineno)
+    _decoded(row, lineno, VIDEO_USED)
     creator = _slug_of(row, "channel_or_creator", lineno)
     return {
         "creator": creator,
