@@ -93,11 +93,17 @@ def create_app(conns: Connections) -> FastAPI:
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
-    async def redis_unreachable(_request: Request, exc: redis.RedisError) -> JSONResponse:
+    async def redis_unreachable(request: Request, exc: redis.RedisError) -> JSONResponse:
         """Redis down or too slow: a clear answer to retry on, not a bare 500. An event a
         POST logged before it failed is queued by the workers' sweep."""
         log.warning("Redis unreachable: %s", exc)
-        return JSONResponse({"detail": f"Redis is unreachable: {exc}"}, status_code=503)
+        detail = f"Redis is unreachable: {exc}"
+        if request.method == "POST" and request.url.path == "/events":
+            detail += (
+                "; the events of the batches logged before it will still be applied:"
+                " send the whole request again (an event published twice is applied once)"
+            )
+        return JSONResponse({"detail": detail}, status_code=503)
 
     @app.post("/events", response_model=IngestAnswer, status_code=202)
     async def post_events(

@@ -206,7 +206,10 @@ def test_bad_slugs_and_parameters_are_refused_before_any_key_is_built(
     for url in ("/metrics", "/analytics/insights/bob/overview"):
         assert client.get(url).status_code == 503, url
     # The event is logged, then cannot be queued: the sweep queues it later.
-    assert client.post("/events", json=[EVENT]).status_code == 503
+    answer = client.post("/events", json=[EVENT])
+    assert answer.status_code == 503
+    assert "send the whole request again" in answer.json()["detail"]
+    assert "send the whole request again" not in client.get("/metrics").json()["detail"]
 
 
 # -- no pickle ------------------------------------------------------------------------
