@@ -234,6 +234,11 @@ def creators_key(prefix: str) -> str:
     return f"{prefix}:creators"
 
 
+def rebuilds_key(prefix: str) -> str:
+    """Hash of the rebuilds running: token -> when it last said it was alive (Unix time)."""
+    return f"{prefix}:rebuilds"
+
+
 def staging_prefix(prefix: str, token: str) -> str:
     """Prefix of the fresh keys ``statsworker rebuild`` builds before it switches them in.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,6 +239,29 @@ def test_rebuilding_one_vertical_or_creator_leaves_the_others_alone(
     assert list(backend.client.scan_iter(f"{prefix}:{{v:band-z}}:*")) == []
     assert list(backend.client.scan_iter(f"{prefix}:rebuild.*")) == []
     assert verify(conns, log) == []
+
+
+def test_a_rebuild_removes_what_a_stopped_one_staged_and_keeps_a_running_ones(
+    backend: Backend, log_url: str
+) -> None:
+    conns = make_conns(backend, log_url)
+    log = publishing.event_log(conns)
+    publish_and_apply(conns, random_stream(seed=6, performances=40, videos=4), seed=6)
+    prefix, client = conns.settings.key_prefix, conns.state
+    registry = keys.rebuilds_key(prefix)
+    killed = keys.staging_prefix(prefix, "deadbeef0000") + ":{v:band-a}:songs"  # no note
+    silent = keys.staging_prefix(prefix, "0ld000000000.old") + ":{v:band-a}:perf"
+    running = keys.staging_prefix(prefix, "a11ve0000000") + ":{v:band-a}:songs"
+    for key in (killed, silent, running):
+        client.hset(key, "x", "1")
+    client.hset(registry, mapping={"0ld000000000": "0", "a11ve0000000": f"{time.time():.3f}"})
+
+    report = Rebuilder(conns, log).run()
+    assert report.left_behind == 2
+    assert [client.exists(k) for k in (killed, silent, running)] == [0, 0, 1]
+    assert client.hkeys(registry) == ["a11ve0000000"]  # its own note went at the end
+    assert verify(conns, log) == []
+    client.delete(running, registry)
 
 
 def test_events_logged_while_the_log_is_replayed_are_not_lost(

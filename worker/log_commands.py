@@ -118,7 +118,12 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     print(
         f"rebuilt {report.verticals} vertical(s) and {report.creators} creator(s) "
         f"from {report.events} event(s) in {report.seconds:.2f} s ({report.rate:,.0f} events/s); "
-        f"{report.tail} applied again after the switch, {report.removed} removed",
+        f"{report.tail} applied again after the switch, {report.removed} removed"
+        + (
+            f"; {report.left_behind} key(s) staged by a rebuild that stopped deleted"
+            if report.left_behind
+            else ""
+        ),
         file=sys.stderr,
     )
     return 0

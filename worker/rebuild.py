@@ -42,6 +42,13 @@ from worker.read_ahead import prefetch
 log = logging.getLogger(__name__)
 
 TAIL_MARGIN = dt.timedelta(seconds=60)
+
+ALIVE_EVERY_SECONDS = 10.0
+"""How often a running rebuild notes in ``rebuilds`` that it is alive."""
+
+STALE_AFTER_SECONDS = 3600.0
+"""A rebuild silent this long was stopped (killed, its machine lost): the next rebuild
+deletes what it staged. Far past the longest pause between two notes of a live one."""
 """Rows logged this long before a rebuild began are watched for (see step 4 above): a
 publisher's transaction lasts far less."""
 
@@ -60,6 +67,8 @@ class RebuildReport:
     events: int = 0
     tail: int = 0
     removed: int = 0
+    left_behind: int = 0
+    """Keys deleted that a rebuild which stopped (killed) had staged."""
     seconds: float = 0.0
 
     def add(self, events: int, tail: int, vertical: bool, creator: bool) -> None:
@@ -117,10 +126,11 @@ class Rebuilder:
         self.prefix = conns.settings.key_prefix
         self.eventlog = eventlog
         self.progress = progress or _noop
-        token = uuid.uuid4().hex[:12]
-        self.staging = keys.staging_prefix(self.prefix, token)
-        self.replaced = keys.staging_prefix(self.prefix, f"{token}.old")
+        self.token = uuid.uuid4().hex[:12]
+        self.staging = keys.staging_prefix(self.prefix, self.token)
+        self.replaced = keys.staging_prefix(self.prefix, f"{self.token}.old")
         self.recent_floor: int | None = None
+        self._alive_at = 0.0
 
     def today(self, vertical: str) -> dt.date:
         """The day to keep windowed counters for: never earlier than the live state's."""
@@ -149,13 +159,17 @@ class Rebuilder:
     def run(self, vertical: str | None = None, creator: str | None = None) -> RebuildReport:
         """Rebuild one vertical, one creator, or (neither given) everything."""
         started = time.perf_counter()
-        self.recent_floor = self.eventlog.first_seq_since(utcnow() - TAIL_MARGIN)
-        verticals, creators = self.scopes(vertical, creator)
-        report = RebuildReport()
-        for name in verticals:
-            self._vertical(name, report)
-        for name in creators:
-            self._creator(name, report)
+        self._alive(now=True)
+        try:
+            report = RebuildReport(left_behind=self.remove_stale())
+            self.recent_floor = self.eventlog.first_seq_since(utcnow() - TAIL_MARGIN)
+            verticals, creators = self.scopes(vertical, creator)
+            for name in verticals:
+                self._vertical(name, report)
+            for name in creators:
+                self._creator(name, report)
+        finally:
+            self.client.hdel(keys.rebuilds_key(self.prefix), self.token)
         report.seconds = time.perf_counter() - started
         log.info(
             "rebuilt %d vertical(s) and %d creator(s) from %d event(s) in %.2f s (%.0f/s)",
@@ -166,6 +180,41 @@ class Rebuilder:
             report.rate,
         )
         return report
+
+    def _alive(self, now: bool = False) -> None:
+        """Note in ``rebuilds`` that this rebuild runs (at most every few seconds)."""
+        clock = time.time()
+        if now or clock - self._alive_at >= ALIVE_EVERY_SECONDS:
+            self.client.hset(keys.rebuilds_key(self.prefix), self.token, f"{clock:.3f}")
+            self._alive_at = clock
+
+    def remove_stale(self) -> int:
+        """Delete the keys staged by rebuilds that stopped without cleaning up (a kill);
+        those of rebuilds still running stay. Returns how many keys went."""
+        registry = keys.rebuilds_key(self.prefix)
+        clock = time.time()
+        running = {self.token}
+        stopped = []
+        for token, at in self.client.hgetall(registry).items():
+            if clock - float(at) < STALE_AFTER_SECONDS:
+                running.add(token)
+            else:
+                stopped.append(token)
+        start = len(keys.staging_prefix(self.prefix, ""))
+        stale = [
+            key
+            for key in self.client.scan_iter(
+                match=keys.staging_prefix(self.prefix, "*"), count=1000
+            )
+            if key[start:].split(":", 1)[0].removesuffix(".old") not in running
+        ]
+        for i in range(0, len(stale), 1000):
+            self.client.unlink(*stale[i : i + 1000])
+        if stopped:
+            self.client.hdel(registry, *stopped)
+        if stale:
+            log.warning("removed %d key(s) staged by a rebuild that stopped", len(stale))
+        return len(stale)
 
     def _registry(self, key: str, name: str, present: bool) -> None:
         if present:
@@ -184,6 +233,7 @@ class Rebuilder:
     def _counted(self, batches: Iterator[Sequence[Row]], tail: _Tail) -> Iterator[Sequence[Row]]:
         """``batches``, read ahead, counted and shown on the progress bar."""
         for batch in prefetch(batches):
+            self._alive()
             yield batch
             tail.read += len(batch)
             self.progress(len(batch))
@@ -225,7 +275,9 @@ class Rebuilder:
                 titles=titles,
             )
             cmds = rebuild_setlists.commands(won, fresh, today, titles)
+            self._alive()
             rebuild_setlists.write(self.client, cmds)
+            self._alive()
             old = keys.vertical_keys(self.replaced, vertical)
             # Keys of an earlier layout have no fresh key: they go.
             retired = keys.retired_vertical_keys(self.prefix, vertical)
