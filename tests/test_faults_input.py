@@ -8,9 +8,11 @@ valid events, events with exactly one known defect, and garbage, on the in-proce
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import random
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -618,8 +620,9 @@ def _event(i: int) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("source", ["file", "stdin"])
 def test_a_line_that_is_not_utf8_is_rejected_and_the_rest_published(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str
 ) -> None:
     good = [json.dumps(_event(i)).encode() for i in range(3)]
     inside = json.dumps(_event(3)).replace('"s1"', '"s1-X"').encode().replace(b"X", b"\xff")
@@ -629,7 +632,10 @@ def test_a_line_that_is_not_utf8_is_rejected_and_the_rest_published(
     publisher = Publisher(queue, batch_size=10)  # type: ignore[arg-type]
     monkeypatch.setattr(publishing, "make_publisher", lambda conns: publisher)
     monkeypatch.setattr(cli, "_connections", lambda: None)
-    assert cli.main(["publish", str(path)]) == 1
+    if source == "stdin":  # decoded strictly, as a locale may have it, until publish says not
+        strict = io.TextIOWrapper(io.BytesIO(path.read_bytes()), encoding="utf-8", errors="strict")
+        monkeypatch.setattr(sys, "stdin", strict)
+    assert cli.main(["publish", "-" if source == "stdin" else str(path)]) == 1
     err = capsys.readouterr().err
     assert "line 2: not valid JSON" in err
     assert "line 4: show_id:" in err

@@ -54,7 +54,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.file == "-":
         # A pipe or a terminal may pause between lines: follow it, so that what came is
         # queued meanwhile. Standard input redirected from a file is read straight.
-        report = publisher.publish_lines(sys.stdin, follow_stream=not _is_regular_file(sys.stdin))
+        stdin = sys.stdin
+        if hasattr(stdin, "reconfigure"):  # whatever the locale says: bad bytes reject a line
+            stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
+        report = publisher.publish_lines(stdin, follow_stream=not _is_regular_file(stdin))
     else:
         try:
             # A byte that is not UTF-8 rejects its line (as on standard input), not the file.
