@@ -93,17 +93,10 @@ def create_app(conns: Connections) -> FastAPI:
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
-    async def redis_unreachable(request: Request, exc: redis.RedisError) -> JSONResponse:
-        """Redis down or too slow: a clear answer to retry on, not a bare 500. An event a
-        POST logged before it failed is queued by the workers' sweep."""
+    async def redis_unreachable(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        """Redis down or too slow: a clear answer to retry on, not a bare 500."""
         log.warning("Redis unreachable: %s", exc)
-        detail = f"Redis is unreachable: {exc}"
-        if request.method == "POST" and request.url.path == "/events":
-            detail += (
-                "; the events of the batches logged before it will still be applied:"
-                " send the whole request again (an event published twice is applied once)"
-            )
-        return JSONResponse({"detail": detail}, status_code=503)
+        return JSONResponse({"detail": f"Redis is unreachable: {exc}"}, status_code=503)
 
     @app.post("/events", response_model=IngestAnswer, status_code=202)
     async def post_events(
@@ -146,7 +139,19 @@ def create_app(conns: Connections) -> FastAPI:
                 )
         publisher = make_publisher(conns)
         if events:
-            await run_in_threadpool(publisher.publish_validated, zip(events, bodies, strict=True))
+            try:
+                await run_in_threadpool(
+                    publisher.publish_validated, zip(events, bodies, strict=True)
+                )
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # The batches logged before it are queued by the workers' sweep.
+                log.warning("POST /events: Redis unreachable: %s", exc)
+                detail = (
+                    f"Redis is unreachable: {exc}; the events of the batches logged before"
+                    " it will still be applied: send the whole request again (an event"
+                    " published twice is applied once)"
+                )
+                return JSONResponse({"detail": detail}, status_code=503)
         if rejected and publisher.on_rejected is not None:
             await run_in_threadpool(publisher.on_rejected, len(rejected))
         answer = IngestAnswer(

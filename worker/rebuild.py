@@ -42,6 +42,8 @@ from worker.read_ahead import prefetch
 log = logging.getLogger(__name__)
 
 TAIL_MARGIN = dt.timedelta(seconds=60)
+"""Rows logged this long before a rebuild began are watched for (see step 4 above): a
+publisher's transaction lasts far less."""
 
 ALIVE_EVERY_SECONDS = 10.0
 """How often a running rebuild notes in ``rebuilds`` that it is alive."""
@@ -49,8 +51,6 @@ ALIVE_EVERY_SECONDS = 10.0
 STALE_AFTER_SECONDS = 3600.0
 """A rebuild silent this long was stopped (killed, its machine lost): the next rebuild
 deletes what it staged. Far past the longest pause between two notes of a live one."""
-"""Rows logged this long before a rebuild began are watched for (see step 4 above): a
-publisher's transaction lasts far less."""
 
 Row = TypeVar("Row", LoggedEvent, PerformanceRow)
 
@@ -192,6 +192,11 @@ class Rebuilder:
         """Delete the keys staged by rebuilds that stopped without cleaning up (a kill);
         those of rebuilds still running stay. Returns how many keys went."""
         registry = keys.rebuilds_key(self.prefix)
+        # The keys first, the notes after: a rebuild notes itself before it stages
+        # anything, so each key found belongs to a token the notes then name.
+        staged = list(
+            self.client.scan_iter(match=keys.staging_prefix(self.prefix, "*"), count=1000)
+        )
         clock = time.time()
         running = {self.token}
         stopped = []
@@ -203,9 +208,7 @@ class Rebuilder:
         start = len(keys.staging_prefix(self.prefix, ""))
         stale = [
             key
-            for key in self.client.scan_iter(
-                match=keys.staging_prefix(self.prefix, "*"), count=1000
-            )
+            for key in staged
             if key[start:].split(":", 1)[0].removesuffix(".old") not in running
         ]
         for i in range(0, len(stale), 1000):
