@@ -367,7 +367,7 @@ class _Sending:
     def start(cls, queue: Any, jobs: list[Any], handle: Any, events: int) -> _Sending:
         sending = cls(handle, events)
         client = getattr(queue, "connection", None)
-        if not isinstance(queue, Queue) or client is None or not _can_defer(client):
+        if not isinstance(queue, Queue) or client is None or not can_defer(client):
             queue.enqueue_many(jobs)
             return sending
         pipe = client.pipeline(transaction=True)
@@ -396,7 +396,7 @@ def _nothing() -> None:
     return None
 
 
-def _can_defer(client: Any) -> bool:
+def can_defer(client: Any) -> bool:
     """Whether ``client`` talks to Redis over redis-py's own connection pool (not
     fakeredis, not a cluster), whose commands can be sent and their replies read later."""
     return type(client) is redis.Redis and type(client.connection_pool) is redis.ConnectionPool

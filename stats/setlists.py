@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +16,7 @@ from events.wire import Record, record_of
 from stats import keys
 from stats.dates import from_ymd, round1, ymd
 from stats.scripts import script
+from stats.sending import CommandStream
 from stats.setlist_models import (
     Bustout,
     Bustouts,
@@ -95,26 +95,36 @@ class SetlistStore:
         return self.apply_records([record_of(event) for event in events], today)
 
     def apply_records(self, records: Iterable[Record], today: dt.date) -> ApplyResult:
-        """Apply ``R``/``X`` wire records (``events.wire``), as :meth:`apply` applies events."""
-        by_vertical: dict[str, list[str | bytes]] = defaultdict(list)
-        for r in records:
-            by_vertical[r[1]] += event_args(r)
-        if not by_vertical:
-            return ApplyResult()
+        """Apply ``R``/``X`` wire records (``events.wire``), as :meth:`apply` applies events.
+
+        Each call of :data:`EVENTS_PER_CALL` events is sent as soon as its arguments are
+        built (``stats.sending``), so Redis runs one while the next is built."""
         apply_script = script(self.client, "setlist_apply")
-        pipe = self.client.pipeline(transaction=False)
+        stream = CommandStream(self.client)
         head: list[str | bytes] = list(apply_head(today))
         step = EVENTS_PER_CALL * ARGS_PER_EVENT
-        calls: list[str] = []  # the vertical of each reply
-        for vertical, args in by_vertical.items():
-            pipe.sadd(keys.verticals_key(self.prefix), vertical)
+        calls: list[str] = []  # the vertical of each command sent
+        pending: dict[str, list[str | bytes]] = {}
+
+        def send(vertical: str, args: list[str | bytes]) -> None:
+            stream.script(apply_script, list(self.keys(vertical)), head + args)
             calls.append(vertical)
-            vkeys = list(self.keys(vertical))
-            for start in range(0, len(args), step):
-                apply_script(keys=vkeys, args=head + args[start : start + step], client=pipe)
-                calls.append(vertical)
+
+        for r in records:
+            args = pending.get(r[1])
+            if args is None:
+                args = pending[r[1]] = []
+                stream.command("SADD", keys.verticals_key(self.prefix), r[1])
+                calls.append(r[1])
+            args += event_args(r)
+            if len(args) >= step:
+                send(r[1], args)
+                pending[r[1]] = []
+        for vertical, args in pending.items():
+            if args:
+                send(vertical, args)
         result = ApplyResult()
-        for name, reply in zip(calls, pipe.execute(raise_on_error=False), strict=True):
+        for name, reply in zip(calls, stream.replies() if calls else [], strict=True):
             if isinstance(reply, ResponseError):
                 raise _script_error(name, reply)
             if isinstance(reply, list):

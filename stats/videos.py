@@ -8,11 +8,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from events.schemas import VideoEvent
 from events.wire import RATE_SPLIT, Record, record_of
 from stats import keys
 from stats.dates import ymd
 from stats.scripts import script
+from stats.sending import CommandStream
 from stats.setlists import ApplyResult
 from stats.video_models import (
     DataPoint,
@@ -110,14 +113,16 @@ class VideoStore:
         if not by_creator:
             return ApplyResult()
         apply_script = script(self.client, "video_apply")
-        pipe = self.client.pipeline(transaction=False)
+        stream = CommandStream(self.client)
         for creator, args in by_creator.items():
-            pipe.sadd(keys.creators_key(self.prefix), creator)
+            stream.command("SADD", keys.creators_key(self.prefix), creator)
             ckeys = list(self.keys(creator))
             for start in range(0, len(args), EVENTS_PER_CALL):
-                apply_script(keys=ckeys, args=args[start : start + EVENTS_PER_CALL], client=pipe)
+                stream.script(apply_script, ckeys, args[start : start + EVENTS_PER_CALL])
         result = ApplyResult()
-        for reply in pipe.execute():
+        for reply in stream.replies():
+            if isinstance(reply, ResponseError):
+                raise reply
             if isinstance(reply, list):
                 result += ApplyResult(int(reply[0]), int(reply[1]))
         log.debug(

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -229,6 +230,25 @@ def test_shuffled_duplicated_stream_leaves_the_same_state(
         assert raw_state(backend.client, shuffled.prefix) == raw_state(
             backend.client, in_order.prefix
         )
+
+
+@given(data=st.data(), per_call=st.integers(1, 4))
+@SETTINGS
+def test_calls_cut_anywhere_leave_the_same_state(
+    backend: Backend, data: st.DataObject, per_call: int
+) -> None:
+    """A batch is sent as calls of ``EVENTS_PER_CALL`` events per vertical, each sent as
+    soon as it is full: where the calls are cut, and how the verticals interleave in a
+    batch, changes nothing."""
+    base, events = data.draw(event_sets(), label="events")
+    batches = data.draw(deliveries(base, events, edge_days_of(base, events)), label="batches")
+    with fresh_store(backend, "c") as cut, fresh_store(backend, "w") as whole:
+        with mock.patch("stats.setlists.EVENTS_PER_CALL", per_call):
+            for batch, today in batches:
+                cut.apply(batch, today)
+        for batch, today in batches:
+            whole.apply(batch, today)
+        assert raw_state(backend.client, cut.prefix) == raw_state(backend.client, whole.prefix)
 
 
 NATIVE_ORDER = "local less = BYTE_ORDER and native_less or byte_less"
