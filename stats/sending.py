@@ -18,6 +18,8 @@ from events.publisher import can_defer
 
 class CommandStream:
     """Commands on one connection, each sent when added; :meth:`replies` reads them.
+    Used as a context manager, so that the connection goes back to its pool however
+    the caller leaves.
 
     With a client that cannot defer (fakeredis), or when the connection fails, the
     commands go again as one pipeline through the client's retries, as a pipeline that
@@ -33,6 +35,14 @@ class CommandStream:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __enter__(self) -> CommandStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Give up a connection whose replies were not read (the caller raised)."""
+        if self._conn is not None:
+            self._drop()
 
     def command(self, *args: Any) -> None:
         """Send one command (``"SADD", key, member``)."""

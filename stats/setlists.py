@@ -100,31 +100,32 @@ class SetlistStore:
         Each call of :data:`EVENTS_PER_CALL` events is sent as soon as its arguments are
         built (``stats.sending``), so Redis runs one while the next is built."""
         apply_script = script(self.client, "setlist_apply")
-        stream = CommandStream(self.client)
         head: list[str | bytes] = list(apply_head(today))
         step = EVENTS_PER_CALL * ARGS_PER_EVENT
         calls: list[str] = []  # the vertical of each command sent
         pending: dict[str, list[str | bytes]] = {}
+        with CommandStream(self.client) as stream:
 
-        def send(vertical: str, args: list[str | bytes]) -> None:
-            stream.script(apply_script, list(self.keys(vertical)), head + args)
-            calls.append(vertical)
+            def send(vertical: str, args: list[str | bytes]) -> None:
+                stream.script(apply_script, list(self.keys(vertical)), head + args)
+                calls.append(vertical)
 
-        for r in records:
-            args = pending.get(r[1])
-            if args is None:
-                args = pending[r[1]] = []
-                stream.command("SADD", keys.verticals_key(self.prefix), r[1])
-                calls.append(r[1])
-            args += event_args(r)
-            if len(args) >= step:
-                send(r[1], args)
-                pending[r[1]] = []
-        for vertical, args in pending.items():
-            if args:
-                send(vertical, args)
+            for r in records:
+                args = pending.get(r[1])
+                if args is None:
+                    args = pending[r[1]] = []
+                    stream.command("SADD", keys.verticals_key(self.prefix), r[1])
+                    calls.append(r[1])
+                args += event_args(r)
+                if len(args) >= step:
+                    send(r[1], args)
+                    pending[r[1]] = []
+            for vertical, args in pending.items():
+                if args:
+                    send(vertical, args)
+            replies = stream.replies() if calls else []
         result = ApplyResult()
-        for name, reply in zip(calls, stream.replies() if calls else [], strict=True):
+        for name, reply in zip(calls, replies, strict=True):
             if isinstance(reply, ResponseError):
                 raise _script_error(name, reply)
             if isinstance(reply, list):

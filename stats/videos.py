@@ -113,14 +113,15 @@ class VideoStore:
         if not by_creator:
             return ApplyResult()
         apply_script = script(self.client, "video_apply")
-        stream = CommandStream(self.client)
-        for creator, args in by_creator.items():
-            stream.command("SADD", keys.creators_key(self.prefix), creator)
-            ckeys = list(self.keys(creator))
-            for start in range(0, len(args), EVENTS_PER_CALL):
-                stream.script(apply_script, ckeys, args[start : start + EVENTS_PER_CALL])
+        with CommandStream(self.client) as stream:
+            for creator, args in by_creator.items():
+                stream.command("SADD", keys.creators_key(self.prefix), creator)
+                ckeys = list(self.keys(creator))
+                for start in range(0, len(args), EVENTS_PER_CALL):
+                    stream.script(apply_script, ckeys, args[start : start + EVENTS_PER_CALL])
+            replies = stream.replies()
         result = ApplyResult()
-        for reply in stream.replies():
+        for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
             if isinstance(reply, list):

@@ -135,3 +135,14 @@ def _stream_client_id(other: Any, client: Any) -> int:
         if entry["addr"].endswith(f":{port}"):
             return int(entry["id"])
     raise AssertionError("the stream's connection is not in CLIENT LIST")
+
+
+def test_leaving_unread_gives_the_connection_up(real_backend: Backend) -> None:
+    client = real_backend.client
+    with pytest.raises(KeyError), CommandStream(client) as stream:
+        stream.command("SET", f"{real_backend.prefix}:k", "v")
+        assert _in_use(client) == 1
+        raise KeyError("the caller failed before reading")
+    assert _in_use(client) == 0
+    # The unread reply went with the connection: the next command gets its own reply.
+    assert client.get(f"{real_backend.prefix}:k") == "v"
