@@ -59,9 +59,12 @@ class CommandStream:
             return
         pool = self.client.connection_pool
         try:
-            if self._conn is None:
+            first = self._conn is None
+            if first:
                 self._conn = pool.get_connection()
-            self._conn.send_packed_command(self._conn.pack_command(*args))
+            # A health check's PING is only safe with no reply pending: after the first
+            # send it would read a command's reply as its own and drop the connection.
+            self._conn.send_packed_command(self._conn.pack_command(*args), check_health=first)
         except (redis.ConnectionError, redis.TimeoutError):
             self._drop()
         except BaseException:

@@ -55,11 +55,12 @@ class StateNeedsRebuild(RuntimeError):
 
 
 def _script_error(vertical: str, error: ResponseError) -> Exception:
-    """The error a script's error reply stands for: StateNeedsRebuild for a layout refusal."""
+    """The error a script's error reply stands for: StateNeedsRebuild for a layout refusal,
+    else the reply's error naming the vertical."""
     words = str(error).split()
     if words[:1] == ["STATELAYOUT"]:
         return StateNeedsRebuild(vertical, words[1] if len(words) > 1 else "?")
-    return error
+    return type(error)(f"vertical {vertical!r}: {error}")
 
 
 @dataclass(frozen=True)

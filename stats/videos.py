@@ -113,17 +113,20 @@ class VideoStore:
         if not by_creator:
             return ApplyResult()
         apply_script = script(self.client, "video_apply")
+        calls: list[str] = []  # the creator of each command sent
         with CommandStream(self.client) as stream:
             for creator, args in by_creator.items():
                 stream.command("SADD", keys.creators_key(self.prefix), creator)
+                calls.append(creator)
                 ckeys = list(self.keys(creator))
                 for start in range(0, len(args), EVENTS_PER_CALL):
                     stream.script(apply_script, ckeys, args[start : start + EVENTS_PER_CALL])
+                    calls.append(creator)
             replies = stream.replies()
         result = ApplyResult()
-        for reply in replies:
+        for creator, reply in zip(calls, replies, strict=True):
             if isinstance(reply, ResponseError):
-                raise reply
+                raise type(reply)(f"creator {creator!r}: {reply}")
             if isinstance(reply, list):
                 result += ApplyResult(int(reply[0]), int(reply[1]))
         log.debug(

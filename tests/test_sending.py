@@ -146,3 +146,22 @@ def test_leaving_unread_gives_the_connection_up(real_backend: Backend) -> None:
     assert _in_use(client) == 0
     # The unread reply went with the connection: the next command gets its own reply.
     assert client.get(f"{real_backend.prefix}:k") == "v"
+
+
+def test_a_health_check_falling_due_mid_stream_sends_no_ping(real_backend: Backend) -> None:
+    # A PING sent with a reply pending would read that reply as its own, fail, and
+    # reconnect: the commands sent before it would then be lost and sent again.
+    client = redis.Redis.from_url(
+        _url(real_backend.client), decode_responses=True, health_check_interval=30
+    )
+    script = _script(client)
+    script(keys=[f"{real_backend.prefix}:warm"], args=["loaded"])
+    runs = f"{real_backend.prefix}:runs"
+    with CommandStream(client) as stream:
+        stream.script(script, [runs], ["a"])
+        (conn,) = client.connection_pool._in_use_connections
+        conn.next_health_check = -1.0  # the interval has passed since the last reply
+        stream.script(script, [runs], ["b"])
+        replies = stream.replies()
+    assert replies == [["a", 1], ["b", 2]]
+    assert client.lrange(runs, 0, -1) == ["a", "b"]  # each call ran once

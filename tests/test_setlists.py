@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from events.schemas import EventError, parse_event
 from stats import keys
@@ -701,3 +702,15 @@ def test_stored_versions_keep_the_order_of_versions() -> None:
     by_version = sorted(range(len(versions)), key=lambda i: versions[i].encode())
     assert [versions[i] for i in by_stored] == [versions[i] for i in by_version]
     assert all(s.isprintable() and "\x1f" not in s for s in stored)
+
+
+def test_a_script_error_names_its_vertical(store: SetlistStore, backend: Backend) -> None:
+    today = dt.date(2024, 6, 1)
+    store.apply([recorded("p1", "song-a", "s1", dt.date(2024, 5, 1), vertical="va")], today)
+    store.apply([recorded("p1", "song-a", "s1", dt.date(2024, 5, 1), vertical="vb")], today)
+    backend.client.delete(store.keys("vb").songs)
+    backend.client.set(store.keys("vb").songs, "not a hash")  # WRONGTYPE for the script
+    events = [recorded("p2", "song-b", "s2", dt.date(2024, 5, 2), vertical=v) for v in ("va", "vb")]
+    with pytest.raises(redis.ResponseError, match=r"vertical 'vb': .*WRONGTYPE"):
+        store.apply(events, today)
+    assert store.song("va", "song-b", today) is not None  # the other vertical's call ran
