@@ -448,3 +448,43 @@ def test_verify_agrees_on_videos_without_hashtags(backend: Backend, log_url: str
     assert failed_jobs(conns) == []
     assert conns.videos.hashtags("ann", 20).total_unique_hashtags == 1
     assert verify(conns, log) == []
+
+
+def test_verify_agrees_on_counts_past_32_bits(backend: Backend, log_url: str) -> None:
+    """Counts go up to 10**15: the log's query must read them as 64-bit integers."""
+    conns = make_conns(backend, log_url)
+    log = publishing.event_log(conns)
+    base = {
+        "type": "video.posted",
+        "occurred_at": "2024-01-01T00:00:00Z",
+        "creator": "big",
+        "date_posted": "2024-01-01",
+        "hashtags": ["#Big"],
+        "comments": 0,
+        "shares": 0,
+        "bookmarks": 0,
+    }
+    bodies = [
+        {
+            **base,
+            "event_id": "b1",
+            "video_id": "v1",
+            "views": 3_000_000_000,
+            "likes": 7,
+            "new_followers": 2**31,
+        },
+        {
+            **base,
+            "event_id": "b2",
+            "video_id": "v2",
+            "views": 10**15,
+            "likes": 10**15 - 1,
+            "new_followers": 0,
+        },
+    ]
+    report = publishing.make_publisher(conns).publish_lines([json.dumps(b) for b in bodies])
+    assert report.accepted == 2 and not report.rejected
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert failed_jobs(conns) == []
+    assert conns.videos.overview("big").metrics.total_views == 10**15 + 3_000_000_000
+    assert verify(conns, log) == []

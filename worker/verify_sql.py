@@ -214,7 +214,9 @@ def present_videos(dialect: str, creator: str) -> sa.CTE:
             c.version,
             body["date_posted"].as_string().label("date_posted"),
             _hashtag_array(dialect, body).label("hashtags"),
-            *(body[name].as_integer().label(name) for name in COUNTS),
+            # BIGINT: counts reach 10**15, and as_integer() casts to a 32-bit INTEGER
+            # on PostgreSQL.
+            *(sa.cast(body[name].as_string(), sa.BigInteger).label(name) for name in COUNTS),
             sa.func.row_number()
             .over(partition_by=(c.entity_id, c.type), order_by=latest)
             .label("latest_of_type"),
