@@ -172,6 +172,27 @@ def test_only_an_sqlite_log_migrates_itself(empty_db: str) -> None:
     assert "event_log" not in _tables(empty_db)
 
 
+def test_a_command_on_an_unmigrated_log_says_so_in_one_line(
+    empty_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if empty_db.startswith("sqlite"):
+        return  # an SQLite log migrates itself
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    monkeypatch.setenv("STATSWORKER_DATABASE_URL", empty_db)
+    monkeypatch.setenv("STATSWORKER_REDIS_URL", "memory://")
+    cli.get_settings.cache_clear()
+    try:
+        assert cli.main(["publish", str(events)]) == 2
+    finally:
+        cli.get_settings.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "statsworker migrate" in err[0], err
+
+
 def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) -> None:
     events = random_stream(seed=3, performances=80, videos=12)
     log = EventLog(log_url)

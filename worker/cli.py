@@ -223,6 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except RuntimeError as exc:
+        from worker.migrations import SchemaNotReady  # alembic: imported when needed
+
+        if not isinstance(exc, SchemaNotReady) or args.verbose:
+            raise
+        print(f"statsworker: {exc}", file=sys.stderr)  # as verify and rebuild say it
+        return 2
     except UNREACHABLE as exc:
         reason = unreachable(exc, settings.redis_url, settings.database_url)
         if reason is None or args.verbose:  # -v: the whole traceback
