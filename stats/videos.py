@@ -71,6 +71,15 @@ def _mean_rate(videos: int, rh: str | None, rl: str | None) -> float:
     return units / (videos * RATE_UNITS_PER_PERCENT)  # exact ints: one correctly rounded division
 
 
+class SumsOverflow(ResponseError):
+    """A creator's sums would pass 64-bit integers: that creator's events of the batch
+    are refused whole, and sending them again cannot help."""
+
+
+OVERFLOW_REPLY = "video sums of this creator would overflow"
+"""What ``video_apply.lua`` answers when it refuses a creator's call for overflow."""
+
+
 class VideoStore:
     """Per-creator video state in Redis (see ``stats.keys`` for the schema)."""
 
@@ -92,8 +101,8 @@ class VideoStore:
         """Apply events (any order, duplicates welcome); one script call per creator chunk.
 
         Raises:
-            redis.ResponseError: when a creator's sums would outgrow 64-bit integers;
-                that creator's chunk is refused whole, the other chunks are applied.
+            SumsOverflow: when a creator's sums would outgrow 64-bit integers; that
+                creator's chunk is refused whole, the other chunks are applied.
         """
         return self.apply_records([record_of(event) for event in events])
 
@@ -101,7 +110,7 @@ class VideoStore:
         """Apply ``P``/``M``/``D`` wire records (``events.wire``), as :meth:`apply` does events.
 
         Raises:
-            redis.ResponseError: as :meth:`apply`.
+            SumsOverflow: as :meth:`apply`.
         """
         by_creator: dict[str, list[str]] = defaultdict(list)
         for r in records:
@@ -126,7 +135,8 @@ class VideoStore:
         result = ApplyResult()
         for creator, reply in zip(calls, replies, strict=True):
             if isinstance(reply, ResponseError):
-                raise type(reply)(f"creator {creator!r}: {reply}")
+                kind = SumsOverflow if OVERFLOW_REPLY in str(reply) else type(reply)
+                raise kind(f"creator {creator!r}: {reply}")
             if isinstance(reply, list):
                 result += ApplyResult(int(reply[0]), int(reply[1]))
         log.debug(

@@ -24,7 +24,7 @@ import redis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -125,6 +125,41 @@ def test_malformed_wire_records_fail_with_a_reason_and_the_rest_is_applied(
     assert "unknown record kind 'Q'" in reasons[job.id]
     assert conns.setlists.stats("band", TODAY).total_performances == 1
     assert Job.fetch(job.id, connection=conns.raw, serializer=JSONSerializer).retries_left == 0
+
+
+def test_a_creator_whose_sums_would_overflow_fails_at_once_naming_it(
+    conns: Connections,
+) -> None:
+    """The refusal is for good: the job fails without retries, and says which creator."""
+    big = {
+        "type": "video.posted",
+        "occurred_at": "2024-05-01T12:00:00Z",
+        "creator": "bob",
+        "date_posted": "2024-05-01",
+        "views": 10**15,
+        "likes": 0,
+        "comments": 0,
+        "shares": 0,
+        "bookmarks": 0,
+        "new_followers": 0,
+    }
+    records = [
+        record_of(parse_event({**big, "event_id": f"b{i}", "video_id": f"v{i}"}))
+        for i in range(9300)
+    ]
+    job = conns.queue.enqueue_call(
+        APPLY_RECORDS,
+        args=([record_of(parse_event(GOOD)), *records],),
+        result_ttl=0,
+        failure_ttl=3600,
+        retry=Retry(max=3, interval=[60]),
+    )
+    run_worker(conns, burst=True, with_scheduler=False)
+    reasons = dict(failed_jobs(conns))
+    assert set(reasons) == {job.id}
+    assert "creator 'bob'" in reasons[job.id] and "overflow" in reasons[job.id]
+    assert Job.fetch(job.id, connection=conns.raw, serializer=JSONSerializer).retries_left == 0
+    assert conns.setlists.stats("band", TODAY).total_performances == 1  # the rest applied
 
 
 def run_cli(

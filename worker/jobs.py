@@ -12,6 +12,7 @@ from rq import get_current_job
 from events import wire
 from events.schemas import EventError, parse_event
 from events.wire import Record
+from stats.videos import SumsOverflow
 from worker import context
 from worker.metrics import record_apply
 
@@ -75,7 +76,11 @@ def _apply(records: list[Record], errors: list[str], size: int, started: float) 
     setlists = [r for r in records if r[0] in wire.SETLIST_OPS]
     videos = [r for r in records if r[0] not in wire.SETLIST_OPS]
     setlist_result = conns.setlists.apply_records(setlists, conns.settings.current_date())
-    video_result = conns.videos.apply_records(videos)
+    try:
+        video_result = conns.videos.apply_records(videos)
+    except SumsOverflow:
+        _no_retry()
+        raise
     record_apply(
         conns.state,
         conns.settings.key_prefix,
@@ -87,10 +92,15 @@ def _apply(records: list[Record], errors: list[str], size: int, started: float) 
     stale = setlist_result.stale + video_result.stale
     log.debug("batch of %d: %d applied, %d stale, %d rejected", size, applied, stale, len(errors))
     if errors:
-        job = get_current_job()
-        if job is not None:
-            job.retries_left = 0  # bad data stays bad: retrying cannot help
+        _no_retry()
         shown = "; ".join(errors[:20])
         more = f"; and {len(errors) - 20} more" if len(errors) > 20 else ""
         raise PoisonBatchError(f"{len(errors)} invalid event(s) in batch: {shown}{more}")
     return {"applied": applied, "stale": stale, "rejected": 0}
+
+
+def _no_retry() -> None:
+    """Spend the running job's retries: bad data stays bad, retrying cannot help."""
+    job = get_current_job()
+    if job is not None:
+        job.retries_left = 0
