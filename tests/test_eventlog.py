@@ -43,7 +43,7 @@ from tests.log_support import (
     postgres_schema,
     random_stream,
 )
-from worker import cli, eventlog, migrations, publishing
+from worker import cli, context, eventlog, migrations, publishing
 from worker.eventlog import EventLog, SchemaNotReady, event_log, make_engine
 from worker.log_table import COLUMNS, driver_row, log_batches, sqlite_time
 from worker.runner import failed_jobs, run_worker
@@ -184,6 +184,7 @@ def test_a_command_on_an_unmigrated_log_says_so_in_one_line(
     events.write_text("")
     monkeypatch.setenv("STATSWORKER_DATABASE_URL", empty_db)
     monkeypatch.setenv("STATSWORKER_REDIS_URL", "memory://")
+    monkeypatch.setattr(context, "_current", None)  # built from these settings
     cli.get_settings.cache_clear()
     try:
         assert cli.main(["publish", str(events)]) == 2

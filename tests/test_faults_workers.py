@@ -433,11 +433,14 @@ def test_a_job_taken_but_never_started_is_requeued_after_a_while(
     assert conns.raw.llen(conns.queue.intermediate_queue_key) == 0
 
 
-def test_the_reaper_leaves_running_and_finished_jobs_alone(rq_conns: Connections) -> None:
+def test_the_reaper_leaves_running_and_finished_jobs_alone(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conns = rq_conns
     enqueue_one(conns)
     worker, job = take_job(conns)
-    context.set_current(conns)  # the job applies through the process's connections
+    # The job applies through the process's connections (put back after the test).
+    monkeypatch.setattr(context, "_current", conns)
     reaper = Reaper(conns.queue, own_worker=worker.name)
     assert reaper.reap() == []  # its own job
     worker.perform_job(job, conns.queue, next(iter(worker.executions.values())))
