@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -418,73 +419,70 @@ def test_state_in_an_earlier_layout_is_refused_until_a_rebuild_rewrites_it(
     assert verify(conns, publishing.event_log(conns)) == []
 
 
+VIDEO_BODY = {
+    "type": "video.posted",
+    "occurred_at": "2024-01-01T00:00:00Z",
+    "date_posted": "2024-01-01",
+    "views": 10,
+    "likes": 1,
+    "comments": 0,
+    "shares": 0,
+    "bookmarks": 0,
+    "new_followers": 0,
+}
+"""A ``video.posted`` body without its ids and creator, as a producer sends it."""
+
+
+def publish_bodies_and_apply(conns: Connections, bodies: list[dict[str, Any]]) -> None:
+    """Publish JSON bodies as lines (every one accepted), then drain the queue."""
+    report = publishing.make_publisher(conns).publish_lines([json.dumps(b) for b in bodies])
+    assert report.accepted == len(bodies) and not report.rejected
+    run_worker(conns, burst=True, with_scheduler=False)
+    assert failed_jobs(conns) == []
+
+
 def test_verify_agrees_on_videos_without_hashtags(backend: Backend, log_url: str) -> None:
     """A video posted with no ``hashtags`` field, with ``null`` or with ``[]`` has no
     hashtag: the log stores each body as it arrived, and verify must not see a tag in it."""
     conns = make_conns(backend, log_url)
-    log = publishing.event_log(conns)
-    base = {
-        "type": "video.posted",
-        "occurred_at": "2024-01-01T00:00:00Z",
-        "creator": "ann",
-        "date_posted": "2024-01-01",
-        "views": 10,
-        "likes": 1,
-        "comments": 0,
-        "shares": 0,
-        "bookmarks": 0,
-        "new_followers": 0,
-    }
-    bodies = [
-        {**base, "event_id": "v-absent", "video_id": "v1"},
-        {**base, "event_id": "v-null", "video_id": "v2", "hashtags": None},
-        {**base, "event_id": "v-empty", "video_id": "v3", "hashtags": []},
-        {**base, "event_id": "v-tagged", "video_id": "v4", "hashtags": ["#Fun"]},
-    ]
-    lines = [json.dumps(body) for body in bodies]
-    report = publishing.make_publisher(conns).publish_lines(lines)
-    assert report.accepted == 4 and not report.rejected
-    run_worker(conns, burst=True, with_scheduler=False)
-    assert failed_jobs(conns) == []
+    base = {**VIDEO_BODY, "creator": "ann"}
+    publish_bodies_and_apply(
+        conns,
+        [
+            {**base, "event_id": "v-absent", "video_id": "v1"},
+            {**base, "event_id": "v-null", "video_id": "v2", "hashtags": None},
+            {**base, "event_id": "v-empty", "video_id": "v3", "hashtags": []},
+            {**base, "event_id": "v-tagged", "video_id": "v4", "hashtags": ["#Fun"]},
+        ],
+    )
     assert conns.videos.hashtags("ann", 20).total_unique_hashtags == 1
-    assert verify(conns, log) == []
+    assert verify(conns, publishing.event_log(conns)) == []
 
 
 def test_verify_agrees_on_counts_past_32_bits(backend: Backend, log_url: str) -> None:
     """Counts go up to 10**15: the log's query must read them as 64-bit integers."""
     conns = make_conns(backend, log_url)
-    log = publishing.event_log(conns)
-    base = {
-        "type": "video.posted",
-        "occurred_at": "2024-01-01T00:00:00Z",
-        "creator": "big",
-        "date_posted": "2024-01-01",
-        "hashtags": ["#Big"],
-        "comments": 0,
-        "shares": 0,
-        "bookmarks": 0,
-    }
-    bodies = [
-        {
-            **base,
-            "event_id": "b1",
-            "video_id": "v1",
-            "views": 3_000_000_000,
-            "likes": 7,
-            "new_followers": 2**31,
-        },
-        {
-            **base,
-            "event_id": "b2",
-            "video_id": "v2",
-            "views": 10**15,
-            "likes": 10**15 - 1,
-            "new_followers": 0,
-        },
-    ]
-    report = publishing.make_publisher(conns).publish_lines([json.dumps(b) for b in bodies])
-    assert report.accepted == 2 and not report.rejected
-    run_worker(conns, burst=True, with_scheduler=False)
-    assert failed_jobs(conns) == []
+    base = {**VIDEO_BODY, "creator": "big", "hashtags": ["#Big"]}
+    publish_bodies_and_apply(
+        conns,
+        [
+            {
+                **base,
+                "event_id": "b1",
+                "video_id": "v1",
+                "views": 3_000_000_000,
+                "likes": 7,
+                "new_followers": 2**31,
+            },
+            {
+                **base,
+                "event_id": "b2",
+                "video_id": "v2",
+                "views": 10**15,
+                "likes": 10**15 - 1,
+                "new_followers": 0,
+            },
+        ],
+    )
     assert conns.videos.overview("big").metrics.total_views == 10**15 + 3_000_000_000
-    assert verify(conns, log) == []
+    assert verify(conns, publishing.event_log(conns)) == []
