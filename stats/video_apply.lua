@@ -74,7 +74,7 @@ do
     end
     for i = 1, NF do
       if bound[i] > INT64_HEADROOM then
-        return redis.error_reply('ERR video sums of this creator would overflow 64-bit integers (' .. FIELDS[i] .. ')')
+        return redis.error_reply('SUMSOVERFLOW video sums of this creator would overflow 64-bit integers (' .. FIELDS[i] .. ')')
       end
     end
   end

@@ -76,8 +76,9 @@ class SumsOverflow(ResponseError):
     are refused whole, and sending them again cannot help."""
 
 
-OVERFLOW_REPLY = "video sums of this creator would overflow"
-"""What ``video_apply.lua`` answers when it refuses a creator's call for overflow."""
+OVERFLOW_CODE = "SUMSOVERFLOW"
+"""The error code ``video_apply.lua`` answers with when it refuses a creator's call for
+overflow (as ``STATELAYOUT`` names a layout refusal of the setlist scripts)."""
 
 
 class VideoStore:
@@ -135,7 +136,8 @@ class VideoStore:
         result = ApplyResult()
         for creator, reply in zip(calls, replies, strict=True):
             if isinstance(reply, ResponseError):
-                kind = SumsOverflow if OVERFLOW_REPLY in str(reply) else type(reply)
+                overflow = str(reply).split()[:1] == [OVERFLOW_CODE]
+                kind = SumsOverflow if overflow else type(reply)
                 raise kind(f"creator {creator!r}: {reply}")
             if isinstance(reply, list):
                 result += ApplyResult(int(reply[0]), int(reply[1]))

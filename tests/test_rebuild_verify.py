@@ -60,6 +60,17 @@ def publish_and_apply(conns: Connections, events: list[Event], seed: int) -> Non
     assert failed_jobs(conns) == []
 
 
+def logged_state(
+    backend: Backend, log_url: str, seed: int, performances: int, videos: int
+) -> tuple[Connections, Any]:
+    """Connections and their event log, with a random stream published and applied."""
+    conns = make_conns(backend, log_url)
+    log = publishing.event_log(conns)
+    stream = random_stream(seed=seed, performances=performances, videos=videos)
+    publish_and_apply(conns, stream, seed=seed)
+    return conns, log
+
+
 def all_answers(conns: Connections) -> dict[str, object]:
     return answers(conns, ["band-a", "band-b", "band-z"], ["ann", "bo", "zed"], SONGS)
 
@@ -209,9 +220,7 @@ def test_titles_arriving_ever_smaller_keep_state_and_reads_exact(
 def test_rebuilding_one_vertical_or_creator_leaves_the_others_alone(
     backend: Backend, log_url: str
 ) -> None:
-    conns = make_conns(backend, log_url)
-    log = publishing.event_log(conns)
-    publish_and_apply(conns, random_stream(seed=4, performances=120, videos=20), seed=4)
+    conns, log = logged_state(backend, log_url, seed=4, performances=120, videos=20)
     assert verify(conns, log) == []
     prefix = conns.settings.key_prefix
     a, b = keys.vertical_keys(prefix, "band-a"), keys.vertical_keys(prefix, "band-b")
@@ -245,9 +254,7 @@ def test_rebuilding_one_vertical_or_creator_leaves_the_others_alone(
 def test_a_rebuild_removes_what_a_stopped_one_staged_and_keeps_a_running_ones(
     backend: Backend, log_url: str
 ) -> None:
-    conns = make_conns(backend, log_url)
-    log = publishing.event_log(conns)
-    publish_and_apply(conns, random_stream(seed=6, performances=40, videos=4), seed=6)
+    conns, log = logged_state(backend, log_url, seed=6, performances=40, videos=4)
     prefix, client = conns.settings.key_prefix, conns.state
     registry = keys.rebuilds_key(prefix)
     killed = keys.staging_prefix(prefix, "deadbeef0000") + ":{v:band-a}:songs"  # no note
@@ -328,9 +335,7 @@ def test_readers_see_the_old_state_or_the_new_one_never_a_mix(
 
 
 def test_verify_names_each_figure_that_drifted(backend: Backend, log_url: str) -> None:
-    conns = make_conns(backend, log_url)
-    log = publishing.event_log(conns)
-    publish_and_apply(conns, random_stream(seed=10, performances=150, videos=20), seed=10)
+    conns, log = logged_state(backend, log_url, seed=10, performances=150, videos=20)
     assert verify(conns, log) == []
     c = backend.client
     k = keys.vertical_keys(conns.settings.key_prefix, "band-a")
