@@ -8,6 +8,7 @@ import logging
 from typing import Annotated, Any
 
 import redis
+import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -19,6 +20,8 @@ from api_stub.metrics import render_metrics
 from events.schemas import Event, EventError, parse_event
 from stats.setlists import StateNeedsRebuild
 from worker.connections import Connections
+from worker.metrics import record_rejected
+from worker.migrations import SchemaNotReady
 from worker.publishing import event_log, make_publisher
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,19 @@ class EmptyIsDefault:
             if len(kept) != len(pairs):
                 scope = {**scope, "query_string": b"&".join(kept)}
         await self.app(scope, receive, send)
+
+
+def _publish(conns: Connections, events: list[Event], bodies: list[Any]) -> None:
+    make_publisher(conns).publish_validated(zip(events, bodies, strict=True))
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    """503 for a publish that stopped part way: what was logged is applied all the same."""
+    detail = (
+        f"{reason}; the events of the batches logged before it will still be applied:"
+        " send the whole request again (an event published twice is applied once)"
+    )
+    return JSONResponse({"detail": detail}, status_code=503)
 
 
 def create_app(conns: Connections) -> FastAPI:
@@ -137,23 +153,26 @@ def create_app(conns: Connections) -> FastAPI:
                         error=exc.reason,
                     )
                 )
-        publisher = make_publisher(conns)
         if events:
             try:
-                await run_in_threadpool(
-                    publisher.publish_validated, zip(events, bodies, strict=True)
-                )
+                await run_in_threadpool(_publish, conns, events, bodies)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # The batches logged before it are queued by the workers' sweep.
                 log.warning("POST /events: Redis unreachable: %s", exc)
-                detail = (
-                    f"Redis is unreachable: {exc}; the events of the batches logged before"
-                    " it will still be applied: send the whole request again (an event"
-                    " published twice is applied once)"
+                return _unavailable(f"Redis is unreachable: {exc}")
+            except (sqlalchemy.exc.DBAPIError, SchemaNotReady) as exc:
+                log.warning("POST /events: the event log is unavailable: %s", exc)
+                detail = getattr(exc, "orig", None) or exc
+                return _unavailable(f"the event log is unavailable: {detail}")
+        if rejected:
+            try:
+                await run_in_threadpool(
+                    record_rejected, conns.state, conns.settings.key_prefix, len(rejected)
                 )
-                return JSONResponse({"detail": detail}, status_code=503)
-        if rejected and publisher.on_rejected is not None:
-            await run_in_threadpool(publisher.on_rejected, len(rejected))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # The counter is the operator's; the reasons are the caller's, and they
+                # hold whether Redis is up or not.
+                log.warning("POST /events: rejections not counted, Redis unreachable: %s", exc)
         answer = IngestAnswer(
             accepted=[e.event_id for e in events], accepted_count=len(events), rejected=rejected
         )

@@ -27,7 +27,10 @@ DEFAULT_DATABASE_URL = "sqlite:///statsworker-events.db"
 DEFAULT_KEY_PREFIX = "sw"
 """Prefix of every Redis key statsworker writes."""
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
+MEMORY_SCHEME = "memory://"
+"""An in-process fakeredis server instead of a real one."""
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", MEMORY_SCHEME)
 """What ``STATSWORKER_REDIS_URL`` may start with (``memory://``: an in-process server)."""
 
 DEFAULT_BATCH_SIZE = 1000
@@ -48,7 +51,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STATSWORKER_", extra="ignore")
 
     redis_url: str = DEFAULT_REDIS_URL
-    queue: str = DEFAULT_QUEUE
+    queue: str = Field(DEFAULT_QUEUE, min_length=1, max_length=200)
     database_url: str = DEFAULT_DATABASE_URL
     today: dt.date | None = None
     ingest_token: str | None = None
@@ -76,6 +79,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"the database must be a number (redis://host:6379/0), not {database!r}"
                 )
+        if not value.startswith(MEMORY_SCHEME):
+            # Options after '?' (db, socket_timeout, ...) are read when the first client
+            # is made: a bad one is reported now, by name, not as a traceback then.
+            from redis.connection import parse_url
+
+            try:
+                parse_url(value)
+            except ValueError as exc:
+                raise ValueError(f"{str(exc).rstrip('.')}: {redacted(value)!r}") from None
         return value
 
     @field_validator("database_url")

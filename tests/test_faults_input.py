@@ -569,6 +569,10 @@ def test_fuzz_publish_lines(lines: list[Any]) -> None:
         ("STATSWORKER_REDIS_URL", "redis://127.0.0.1:port/0", "port must be a number"),
         ("STATSWORKER_DATABASE_URL", "foo://x/y", "SQLAlchemy knows no database 'foo'"),
         ("STATSWORKER_DATABASE_URL", "mysql://u@h/db", "driver of 'mysql' is not installed"),
+        # Options redis-py reads only when it makes the first client.
+        ("STATSWORKER_REDIS_URL", "redis://h:6379/0?db=abc", "Invalid value for 'db'"),
+        ("STATSWORKER_REDIS_URL", "redis://h/0?socket_timeout=x", "'socket_timeout'"),
+        ("STATSWORKER_QUEUE", "", "at least 1 character"),
     ],
 )
 def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
@@ -588,6 +592,7 @@ def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
     assert err.startswith(f"statsworker: bad configuration: {variable}: "), err
     assert reason in err and "Traceback" not in err
     assert "s3cret" not in err
+    assert "Value error" not in err  # pydantic's wording, not the user's concern
 
 
 @pytest.mark.parametrize(
@@ -605,6 +610,12 @@ def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
             ["publish", "EVENTS"],
             "cannot open the event log at sqlite:////nonexistent-dir/events.db:",
         ),
+        (
+            "STATSWORKER_DATABASE_URL",
+            "sqlite:///TMP/garbage.db",  # a file that is not a database
+            ["publish", "EVENTS"],
+            "garbage.db: file is not a database",
+        ),
     ],
 )
 def test_a_server_that_cannot_be_used_ends_the_command_with_one_line_and_exit_code_3(
@@ -620,7 +631,8 @@ def test_a_server_that_cannot_be_used_ends_the_command_with_one_line_and_exit_co
     events.write_text(json.dumps(_event(0)) + "\n")
     monkeypatch.setenv("STATSWORKER_REDIS_URL", REAL_REDIS_URL)
     monkeypatch.setenv("STATSWORKER_DATABASE_URL", f"sqlite:///{tmp_path / 'log.db'}")
-    monkeypatch.setenv(variable, value)
+    (tmp_path / "garbage.db").write_text("not a database\n")
+    monkeypatch.setenv(variable, value.replace("TMP", str(tmp_path)))
     monkeypatch.setattr(context, "_current", None)
     get_settings.cache_clear()
     try:

@@ -210,6 +210,29 @@ def test_bad_slugs_and_parameters_are_refused_before_any_key_is_built(
     assert answer.status_code == 503
     assert "send the whole request again" in answer.json()["detail"]
     assert "send the whole request again" not in client.get("/metrics").json()["detail"]
+    # Events that are all rejected need no Redis: their reasons still come back.
+    answer = client.post("/events", json=[{**EVENT, "song": "Not A Slug"}])
+    assert answer.status_code == 422
+    assert [r["event_id"] for r in answer.json()["rejected"]] == ["e1"]
+    assert "song" in answer.json()["rejected"][0]["error"]
+
+
+def test_an_unusable_event_log_answers_503_and_rejections_still_name_their_reason(
+    tmp_path: Path,
+) -> None:
+    garbage = tmp_path / "log.db"
+    garbage.write_text("not a database\n")
+    settings = Settings(redis_url=MEMORY_URL, database_url=f"sqlite:///{garbage}", today=TODAY)
+    client = TestClient(create_app(Connections.from_settings(settings)))
+    answer = client.post("/events", json=[EVENT])
+    assert answer.status_code == 503
+    assert answer.json()["detail"].startswith(
+        "the event log is unavailable: file is not a database"
+    )
+    answer = client.post("/events", json=[{**EVENT, "song": ""}])
+    assert answer.status_code == 422
+    assert answer.json()["accepted_count"] == 0
+    assert "song" in answer.json()["rejected"][0]["error"]
 
 
 # -- no pickle ------------------------------------------------------------------------

@@ -215,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             name = "STATSWORKER_" + "_".join(str(p) for p in err["loc"]).upper()
-            print(f"statsworker: bad configuration: {name}: {err['msg']}", file=sys.stderr)
+            message = err["msg"].removeprefix("Value error, ")  # pydantic's, for ValueError
+            print(f"statsworker: bad configuration: {name}: {message}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, args.verbose)
     handler: Handler = args.handler
@@ -244,6 +245,7 @@ UNREACHABLE = (
     redis.ResponseError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DatabaseError,  # as such: SQLite's "file is not a database"
 )
 """Errors of a server the command could not reach (or that refused it), which end a
 command with one line and exit code 3 instead of a traceback (``-v`` shows it)."""
@@ -258,6 +260,11 @@ def unreachable(exc: BaseException, redis_url: str, database_url: str) -> str | 
         return f"Redis at {redacted(redis_url)} refused the database: {exc}"
     if isinstance(exc, redis.RedisError):
         return f"cannot reach Redis at {redacted(redis_url)}: {exc}"
+    if isinstance(exc, sqlalchemy.exc.DatabaseError) and not isinstance(
+        exc, sqlalchemy.exc.OperationalError
+    ):
+        if type(exc) is not sqlalchemy.exc.DatabaseError:
+            return None  # IntegrityError, ProgrammingError...: not about opening the log
     detail = getattr(exc, "orig", None) or exc
     text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
     try:

@@ -19,10 +19,10 @@ from rq import Queue
 
 from events.publisher import job_queue
 from stats.setlists import SetlistStore
-from stats.settings import Settings
+from stats.settings import MEMORY_SCHEME, Settings
 from stats.videos import VideoStore
 
-MEMORY_URL = "memory://"
+MEMORY_URL = MEMORY_SCHEME
 """Redis URL of the in-process fakeredis server."""
 
 CLIENT_RETRIES = 6
