@@ -690,6 +690,32 @@ def test_a_line_that_is_not_utf8_is_rejected_and_the_rest_published(
     assert len(queue.jobs) == 1
 
 
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_only_a_line_feed_ends_a_line_a_lone_carriage_return_is_whitespace(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str
+) -> None:
+    spaced = json.dumps(_event(0)).replace(", ", ",\r", 1).encode()  # valid JSON
+    path = tmp_path / "cr.jsonl"
+    lines = [
+        spaced,
+        json.dumps(_event(1)).encode() + b"\r",
+        b"{bad",
+        json.dumps(_event(2)).encode(),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")  # line 2 ends with CRLF
+    queue = _KeepingQueue()
+    publisher = Publisher(queue, batch_size=10)  # type: ignore[arg-type]
+    monkeypatch.setattr(publishing, "make_publisher", lambda conns: publisher)
+    monkeypatch.setattr(cli, "_connections", lambda: None)
+    if source == "stdin":
+        stdin = io.TextIOWrapper(io.BytesIO(path.read_bytes()), encoding="utf-8")
+        monkeypatch.setattr(sys, "stdin", stdin)
+    assert cli.main(["publish", "-" if source == "stdin" else str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith("line 3: not valid JSON"), err
+    assert "published 3 event(s) in 1 job(s); 1 rejected" in err
+
+
 def test_a_first_line_of_only_a_byte_order_mark_is_blank() -> None:
     lines = ["\ufeff", json.dumps(_event(0)), "\ufeff   "]
     report = Publisher(_KeepingQueue(), batch_size=10).publish_lines(lines)  # type: ignore[arg-type]

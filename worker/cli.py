@@ -45,6 +45,12 @@ def _is_regular_file(stream: Any) -> bool:
         return False
 
 
+JSONL_NEWLINE = "\n"
+"""What ends a line of JSON Lines: a lone CR is JSON whitespace inside a line, not a line
+break (Python's universal newlines would split there); CRLF still ends a line, its CR
+being whitespace."""
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish a JSON Lines file (or standard input)."""
     from worker.publishing import make_publisher
@@ -56,12 +62,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
         # queued meanwhile. Standard input redirected from a file is read straight.
         stdin = sys.stdin
         if hasattr(stdin, "reconfigure"):  # whatever the locale says: bad bytes reject a line
-            stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
+            stdin.reconfigure(encoding="utf-8", errors="surrogateescape", newline=JSONL_NEWLINE)
         report = publisher.publish_lines(stdin, follow_stream=not _is_regular_file(stdin))
     else:
         try:
             # A byte that is not UTF-8 rejects its line (as on standard input), not the file.
-            with open(args.file, encoding="utf-8", errors="surrogateescape") as stream:
+            with open(
+                args.file, encoding="utf-8", errors="surrogateescape", newline=JSONL_NEWLINE
+            ) as stream:
                 report = publisher.publish_lines(stream)
         except OSError as exc:
             print(f"statsworker: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
