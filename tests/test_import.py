@@ -341,3 +341,44 @@ def test_video_snapshots_posted_then_updated(
     assert (m.total_videos, m.total_views, m.total_likes, m.total_comments) == (2, 500, 41, 5)
     assert m.avg_engagement_rate == pytest.approx((46 / 500 * 100 + 0) / 2, abs=1e-6)
     assert m.date_range == (dt.date(2024, 3, 1), dt.date(2024, 3, 5))
+
+
+@pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)
+def test_rows_of_one_show_set_and_position_are_two_plays_and_long_show_ids_import(
+    fake_conns: Connections, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_show = "s" * 200  # the longest show_id an event may carry
+    path = write(
+        tmp_path / "slots.csv",
+        "show_id,show_date,song_title,set_name,position\n"
+        "s1,2024-05-01,Tweezer,set1,1\n"
+        "s1,2024-05-01,Ghost,set1,1\n"  # the same slot: a second play all the same
+        "s1,2024-05-01,Tweezer,set1,1\n"
+        f"{long_show},2024-05-02,Ghost,set1,1\n",
+    )
+    for _ in range(2):  # a second import of the same file changes nothing
+        assert cli.main(["import", "setlists", str(path), "--vertical", "phish"]) == 0
+        assert "imported 4 event(s) from 4 row(s)" in capsys.readouterr().err
+        run_worker(fake_conns, burst=True, with_scheduler=False)
+        stats = fake_conns.setlists.stats("phish", AS_OF)
+        assert (stats.total_shows, stats.total_performances) == (2, 4)
+        tweezer = fake_conns.setlists.song("phish", "tweezer", AS_OF)
+        assert tweezer is not None and tweezer.total_plays == 2
+
+
+@pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)
+def test_a_video_file_without_a_count_column_says_so_and_counts_it_as_0(
+    fake_conns: Connections, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path / "typo.csv",
+        "video_id,channel_or_creator,date_posted,Views,likes,snapshot_date\n"
+        "b1,Chef Ana,2017-11-12,5000,10,2017-11-14\n",
+    )
+    assert cli.main(["import", "videos", str(path)]) == 0
+    err = capsys.readouterr().err
+    missing = "views, comments, shares, bookmarks, new_followers"
+    assert f"typo.csv: no column(s) {missing}: counted as 0" in err
+    run_worker(fake_conns, burst=True, with_scheduler=False)
+    m = fake_conns.videos.overview("chef-ana").metrics
+    assert (m.total_videos, m.total_views, m.total_likes) == (1, 0, 10)

@@ -41,7 +41,11 @@ SETLIST_COLUMNS = ("show_id", "show_date", "song_title")
 """Columns a setlist CSV must have (``venue``, ``set_name``, ``position`` are used when present)."""
 
 VIDEO_COLUMNS = ("video_id", "channel_or_creator", "date_posted", "snapshot_date")
-"""Columns a video CSV must have; a missing count column counts as 0, like an empty cell."""
+"""Columns a video CSV must have; a missing count column counts as 0, like an empty cell,
+and the import says which were missing."""
+
+MAX_ID_LENGTH = 200
+"""Longest ``performance_id`` an event may carry; a longer derived one is hashed."""
 
 COUNT_COLUMNS = ("views", "likes", "comments", "shares", "bookmarks", "new_followers")
 """The cumulative counts of a video snapshot."""
@@ -64,6 +68,8 @@ class ImportReport:
     published: int = 0
     jobs: int = 0
     skipped: list[EventError] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    """Count columns the file has not, counted as 0 (a misspelt header shows here)."""
 
 
 def _digest(*parts: object) -> str:
@@ -71,12 +77,22 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def _records(stream: IO[str], required: tuple[str, ...]) -> Iterator[tuple[int, Row]]:
-    """Rows of a CSV stream with the file line each starts on (the header is line 1)."""
+def _records(
+    stream: IO[str],
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    absent: list[str] | None = None,
+) -> Iterator[tuple[int, Row]]:
+    """Rows of a CSV stream with the file line each starts on (the header is line 1).
+
+    The ``optional`` columns the header lacks are added to ``absent``."""
     reader = csv.DictReader(stream)
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
     if missing:
         raise MissingColumnsError(f"missing column(s): {', '.join(missing)}")
+    if absent is not None:
+        absent.extend(c for c in optional if c not in header and c not in absent)
     start = reader.line_num + 1
     for row in reader:
         yield start, {k: (v or "").strip() for k, v in row.items() if k is not None}
@@ -137,6 +153,7 @@ def _count(row: Row, column: str, lineno: int) -> int:
 def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) -> Iterator[Event]:
     """``performance.recorded`` events of a setlist CSV; bad rows are added to ``skipped``."""
     in_show: dict[str, int] = {}
+    in_slot: dict[str, int] = {}
     for lineno, row in _records(stream, SETLIST_COLUMNS):
         show_id = row["show_id"]
         in_show[show_id] = in_show.get(show_id, 0) + 1  # counts bad rows too: ids stay put
@@ -152,6 +169,13 @@ def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) ->
             set_name = row.get("set_name", "")
             slot = position or f"#{in_show[show_id]}"
             performance_id = f"{show_id}:{set_name}:{slot}"
+            # Two rows of one show, set and position are two plays: the second one's id
+            # says so (the same on every import of the file).
+            in_slot[performance_id] = repeat = in_slot.get(performance_id, 0) + 1
+            if repeat > 1:
+                performance_id += f"+{repeat}"
+            if len(performance_id) > MAX_ID_LENGTH:  # a show_id near the limit of 200
+                performance_id = "csv:" + _digest(performance_id)
             venue = row.get("venue") or None
             obj: dict[str, Any] = {
                 "type": "performance.recorded",
@@ -205,16 +229,21 @@ def _video_event(snap: dict[str, Any], posted: bool, lineno: int) -> Event:
     return parse_event(obj, f"line {lineno}")
 
 
-def video_events(open_stream: Callable[[], IO[str]], skipped: list[EventError]) -> Iterator[Event]:
+def video_events(
+    open_stream: Callable[[], IO[str]],
+    skipped: list[EventError],
+    absent: list[str] | None = None,
+) -> Iterator[Event]:
     """Video events of a snapshot CSV, read twice: first for each video's earliest snapshot.
 
     Args:
         open_stream: opens the file afresh (called twice).
         skipped: receives one error per bad row.
+        absent: receives the count columns the file has not (counted as 0).
     """
     earliest: dict[tuple[str, str], str] = {}
     with open_stream() as first:
-        for lineno, row in _records(first, VIDEO_COLUMNS):
+        for lineno, row in _records(first, VIDEO_COLUMNS, COUNT_COLUMNS, absent):
             try:
                 snap = _snapshot(lineno, row)
                 _video_event(snap, True, lineno)  # a row that cannot be an event is no snapshot
@@ -287,7 +316,7 @@ def import_file(
             with open_stream() as stream:
                 published = publisher.publish(setlist_events(stream, vertical, report.skipped))
         else:
-            published = publisher.publish(video_events(open_stream, report.skipped))
+            published = publisher.publish(video_events(open_stream, report.skipped, report.absent))
         progress.update(task, completed=passes * size)
     report.published, report.jobs = published.accepted, published.jobs
     report.rows = report.published + len(report.skipped)
@@ -317,6 +346,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     for err in report.skipped:
         print(str(err), file=sys.stderr)
+    if report.absent:
+        print(
+            f"statsworker: {path}: no column(s) {', '.join(report.absent)}: counted as 0",
+            file=sys.stderr,
+        )
     print(
         f"imported {report.published} event(s) from {report.rows} row(s) of {path} in "
         f"{report.jobs} job(s); {len(report.skipped)} row(s) skipped",
