@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
+import socket
 import subprocess
+import threading
 import time
 import uuid
 import zlib
@@ -24,7 +26,7 @@ from events.schemas import parse_event
 from events.wire import record_of
 from stats.settings import Settings
 from tests.faults_support import TODAY, FaultEnv, free_port
-from worker.connections import MEMORY_URL, Connections, make_clients
+from worker.connections import MEMORY_URL, Connections, TLSConnection, make_clients
 from worker.publishing import make_publisher
 from worker.runner import make_worker, run_worker
 
@@ -336,7 +338,8 @@ def test_a_rediss_url_builds_tls_connections_without_connecting() -> None:
     state, raw = make_clients("rediss://:pw@redis.example.invalid:6380/2?ssl_cert_reqs=required")
     for client in (state, raw):
         pool = client.connection_pool
-        assert pool.connection_class is redis.SSLConnection
+        assert pool.connection_class is TLSConnection
+        assert issubclass(TLSConnection, redis.SSLConnection)
         assert pool.connection_kwargs["password"] == "pw"
         assert pool.connection_kwargs["host"] == "redis.example.invalid"
         assert pool.connection_kwargs["port"] == 6380
@@ -344,3 +347,26 @@ def test_a_rediss_url_builds_tls_connections_without_connecting() -> None:
         connection = pool.make_connection()
         assert isinstance(connection, redis.SSLConnection)
         assert connection.cert_reqs is not None
+
+
+def test_a_tls_handshake_that_gets_no_answer_gives_up_at_the_connect_timeout() -> None:
+    # A server that accepts and never speaks, as a plain-text Redis is to a TLS hello.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        conn = TLSConnection(
+            host="127.0.0.1", port=port, socket_connect_timeout=0.2, socket_timeout=3600
+        )
+        outcome: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                conn.connect()
+            except BaseException as exc:  # handed to the test's thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=connect, daemon=True)
+        thread.start()
+        thread.join(timeout=30)  # ends after 0.2 s; under the reply timeout, after an hour
+        assert not thread.is_alive()
+        assert outcome and isinstance(outcome[0], redis.TimeoutError), outcome
+        conn.disconnect()

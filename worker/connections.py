@@ -69,6 +69,20 @@ PROBE_TIMEOUT_SECONDS = 1.0
 health check (docker-compose gives it 3 s) gets its answer rather than a timeout."""
 
 
+class TLSConnection(redis.SSLConnection):
+    """redis-py's TLS connection, whose handshake waits at most the connect timeout.
+
+    redis-py runs the handshake under the reply timeout (:data:`SOCKET_TIMEOUT_SECONDS`),
+    so a ``rediss://`` URL pointed at a plain-text Redis, which never answers a TLS
+    hello, kept a command waiting for minutes, retries included."""
+
+    def _wrap_socket_with_ssl(self, sock: Any) -> Any:
+        sock.settimeout(self.socket_connect_timeout)
+        wrapped = super()._wrap_socket_with_ssl(sock)
+        wrapped.settimeout(self.socket_timeout)
+        return wrapped
+
+
 def memory_server() -> fakeredis.FakeServer:
     """The process-wide in-memory Redis server behind ``memory://``."""
     global _memory_server
@@ -119,6 +133,8 @@ def make_clients(url: str) -> tuple[Any, Any]:
         "health_check_interval": 30,
         "command_packer": CommandPacker(),
     }
+    if url.startswith("rediss://"):
+        common["connection_class"] = TLSConnection
     return (
         redis.Redis.from_url(url, decode_responses=True, **common),
         redis.Redis.from_url(url, **common),
