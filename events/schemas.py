@@ -245,18 +245,36 @@ def _describe(obj: Any, fallback: str) -> str:
     return fallback
 
 
+MAX_NAME_IN_ERROR = 60
+"""Longest field name an error repeats (an unknown one may be any length)."""
+
+_NUMBER_TAGS = ("int", "float")
+"""The members of :data:`Number` as pydantic names them in an error's location."""
+
+
+def _name(part: str | int) -> str:
+    text = str(part)
+    return text if len(text) <= MAX_NAME_IN_ERROR else text[:MAX_NAME_IN_ERROR] + "..."
+
+
 def _first_error(exc: ValidationError) -> str:
-    parts = []
+    parts: list[str] = []
     for err in exc.errors(include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "event"
+        where = err["loc"]
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] in ("int_type", "float_type") and where[-1:] and where[-1] in _NUMBER_TAGS:
+            where, msg = where[:-1], "Input should be a number"  # once, not once per member
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
         elif err["type"] == "string_pattern_mismatch":
             msg = f"must match {SLUG_PATTERN}"
-        parts.append(f"{loc}: {msg}")
+        elif err["type"] == "string_unicode":
+            msg = "not UTF-8 text"
+        part = f"{'.'.join(_name(p) for p in where) or 'event'}: {msg}"
+        if part not in parts:
+            parts.append(part)
     return "; ".join(parts)
 
 

@@ -30,7 +30,7 @@ from rq.serializers import JSONSerializer
 
 from api_stub.app import create_app
 from events.publisher import APPLY_BATCH, APPLY_RECORDS, Publisher
-from events.schemas import parse_event
+from events.schemas import EventError, parse_event
 from events.wire import record_of
 from stats.settings import get_settings
 from tests.conftest import REAL_REDIS_URL, Backend
@@ -755,3 +755,29 @@ def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(as_bytes: boo
         report = Publisher(_KeepingQueue(), batch_size=10).publish_lines(later)  # type: ignore[arg-type]
         assert report.accepted == 1
         assert [str(e).split(":")[0] for e in report.rejected] == ["line 2"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"length_seconds": True}, "length_seconds: Input should be a number"),
+        ({"length_seconds": "12"}, "length_seconds: Input should be a number"),
+        ({"x" * 100_000: 1}, f"{'x' * 60}...: unknown field"),
+        ({"video_id": "v\udcff"}, "video_id: not UTF-8 text"),  # a JSON Lines byte not UTF-8
+    ],
+)
+def test_a_rejection_names_the_field_once_briefly_in_the_user_s_terms(
+    change: dict[str, Any], reason: str
+) -> None:
+    body = {
+        "type": "video.posted",
+        "event_id": "e1",
+        "occurred_at": "2024-01-01T00:00:00Z",
+        "creator": "ana",
+        "video_id": "v",
+        "date_posted": "2024-01-01",
+        **dict.fromkeys(("views", "likes", "comments", "shares", "bookmarks", "new_followers"), 1),
+    }
+    with pytest.raises(EventError) as raised:
+        parse_event({**body, **change}, "line 3")
+    assert str(raised.value) == f"line 3: {reason}"
