@@ -85,7 +85,7 @@ class Settings(BaseSettings):
             from redis.connection import parse_url
 
             try:
-                parse_url(value)
+                parse_url(value)  # type: ignore[no-untyped-call]
             except ValueError as exc:
                 raise ValueError(f"{str(exc).rstrip('.')}: {redacted(value)!r}") from None
         return value

@@ -78,7 +78,7 @@ class TLSConnection(redis.SSLConnection):
 
     def _wrap_socket_with_ssl(self, sock: Any) -> Any:
         sock.settimeout(self.socket_connect_timeout)
-        wrapped = super()._wrap_socket_with_ssl(sock)
+        wrapped = super()._wrap_socket_with_ssl(sock)  # type: ignore[no-untyped-call]
         wrapped.settimeout(self.socket_timeout)
         return wrapped
 
