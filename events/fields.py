@@ -145,5 +145,8 @@ def version_of(occurred_at: dt.datetime, event_id: str) -> str:
 
 
 def normalize_hashtag(tag: str) -> str:
-    """A hashtag without its leading ``#`` (one: ``##x`` is the tag ``#x``), case folded."""
-    return (tag[1:] if tag.startswith("#") else tag).casefold()
+    """A hashtag without any leading ``#`` (``##x`` is the tag ``x``), case folded.
+
+    Normalizing a tag twice gives what once does: the log stores events with their tags
+    normalized, and a replay (rebuild, the sweep) validates them again."""
+    return tag.lstrip("#").casefold()

@@ -114,7 +114,8 @@ def wipe(backend: Backend) -> None:
     assert list(backend.raw.scan_iter(f"{backend.prefix}:*")) == []
 
 
-TAGS = ["music", "live", "Tour", "fans", "cover"]
+TAGS = ["music", "live", "Tour", "fans", "cover", "#Fans", "##Live", "###tour"]
+"""Written as sources write them: a replay of the log must read the same tags."""
 
 
 def _stamp(rng: random.Random) -> str:

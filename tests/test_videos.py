@@ -218,14 +218,13 @@ def test_hashtag_counts_once_per_video_case_folded(store: VideoStore) -> None:
         ]
     )
     tags = store.hashtags("bob")
-    assert tags.total_unique_hashtags == 6
+    assert tags.total_unique_hashtags == 5
     rows = [(t.hashtag, t.video_count, t.total_views) for t in tags.top_hashtags]
     # most views first, ties by hashtag
     assert rows == [
         ("dance", 2, 400),
         ("strasse", 1, 300),
-        ("#aa", 1, 100),  # one leading # is dropped, not every one
-        ("aa", 1, 100),
+        ("aa", 1, 100),  # every leading # is dropped: "##AA" is "aa", once in v3
         ("fun", 1, 100),
         ("zz", 1, 100),
     ]

@@ -51,7 +51,7 @@ def _tags(raw: list[str]) -> tuple[str, ...]:
     """SPEC: a hashtag counts once per video, without a leading #, case folded."""
     out: list[str] = []
     for tag in raw:
-        clean = (tag[1:] if tag[:1] == "#" else tag).casefold()
+        clean = tag.lstrip("#").casefold()
         if clean not in out:
             out.append(clean)
     return tuple(out)
