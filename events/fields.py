@@ -28,7 +28,7 @@ MIN_YEAR, MAX_YEAR = 1900, 2100
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 """A date written ``YYYY-MM-DD`` (checked for a real date apart)."""
 _RFC3339_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _EPOCH0 = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 
@@ -96,7 +96,15 @@ def _timestamp(value: Any) -> Instant:
     if text[10] != "T" or text[-1] == "z":  # RFC 3339 allows t, a space and z as well
         text = text.replace("t", "T").replace(" ", "T").replace("z", "Z")
     nanos = 0
-    frac = match.group(1)  # "." and 1-9 digits, or None
+    frac = match.group(1)  # "." and digits, or None
+    if frac is not None and len(frac) > 10:  # RFC 3339 sets no limit; the version is in ns
+        if frac[10:].strip("0"):
+            raise ValueError(
+                f"{value!r} is finer than a nanosecond: at most 9 digits after the"
+                " second's '.' (more only when they are zeros)"
+            )
+        text = text.replace(frac, frac[:10])
+        frac = frac[:10]
     if frac is not None and len(frac) > 7:
         nanos = int(frac[7:].ljust(3, "0"))
         text = text.replace(frac, frac[:7])

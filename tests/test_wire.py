@@ -7,6 +7,7 @@ import datetime as dt
 import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -216,13 +217,15 @@ def test_rfc3339_writes_what_it_reads(
 @given(
     moment=st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2100, 12, 31)),
     fraction=st.sampled_from(["", ".5", ".123456", ".123456789"]),
+    zeros=st.sampled_from(["", "0", "000000"]),  # RFC 3339 sets no limit on the digits
     separator=st.sampled_from("Tt "),
     zone=st.sampled_from(["Z", "z", "+00:00", "-03:30"]),
 )
 def test_a_timestamp_reads_the_same_whichever_way_rfc_3339_lets_it_be_written(
-    moment: dt.datetime, fraction: str, separator: str, zone: str
+    moment: dt.datetime, fraction: str, zeros: str, separator: str, zone: str
 ) -> None:
-    text = f"{moment:%Y-%m-%d}{separator}{moment:%H:%M:%S}{fraction}{zone}"
+    padded = (fraction or ".") + zeros if zeros else fraction
+    text = f"{moment:%Y-%m-%d}{separator}{moment:%H:%M:%S}{padded}{zone}"
     canonical = f"{moment:%Y-%m-%dT%H:%M:%S}{fraction}{zone.upper()}"
     parsed, expected = _timestamp(text), _timestamp(canonical)
     assert (parsed, parsed.nanos, parsed.utcoffset()) == (
@@ -284,3 +287,9 @@ def test_a_logged_body_is_the_canonical_dump_whatever_the_source_wrote(seed: int
         k: v for k, v in canonical.items() if k != "occurred_at"
     }
     assert parse_event(body) == event
+
+
+@pytest.mark.parametrize("fraction", [".0000000001", ".1234567891", ".123456789000001"])
+def test_a_timestamp_finer_than_a_nanosecond_is_refused_by_name(fraction: str) -> None:
+    with pytest.raises(ValueError, match="finer than a nanosecond: at most 9 digits"):
+        _timestamp(f"2025-01-01T00:00:00{fraction}Z")
