@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rq import Queue, Retry
+import redis
+from rq import Queue, Retry, SimpleWorker
 from rq.exceptions import InvalidJobOperation
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -43,11 +44,19 @@ from tests.faults_support import (
     queue_state,
     wait_drained,
 )
-from worker import context
+from worker import context, runner
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import make_publisher
 from worker.reaper import DEAD_AFTER, STRANDED_AFTER, Reaper
-from worker.runner import BEAT_GAP, StatsWorker, WorkerJob, make_worker, run_worker
+from worker.runner import (
+    BEAT_GAP,
+    StatsWorker,
+    WorkerFailed,
+    WorkerJob,
+    failed_jobs,
+    make_worker,
+    run_worker,
+)
 
 KILLS = 20
 """Workers SIGKILLed during the ingest of the killed-worker test."""
@@ -261,6 +270,49 @@ def test_a_job_of_a_dead_worker_goes_back_to_the_front_of_the_queue(
     assert again.retries_left == 3  # a kill is not the job's fault: no retry spent
     assert reaper.reap() == []  # requeued once only
     assert Reaper(conns.queue, clock=clock).reap() == []
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)
+def test_a_burst_worker_runs_the_job_a_dead_worker_held_before_it_returns(
+    rq_conns: Connections,
+) -> None:
+    conns = rq_conns
+    held = enqueue_one(conns)
+    take_job(conns)  # its worker stops there: its key stays, its heartbeat stands still
+    other = enqueue_one(conns)
+    assert run_worker(conns, burst=True, with_scheduler=False)
+    # Both ran (their results are not kept), none is left started, queued or failed.
+    assert not Job.exists(held, connection=conns.raw)
+    assert not Job.exists(other, connection=conns.raw)
+    assert conns.raw.zcard(conns.queue.started_job_registry.key) == 0
+    assert conns.queue.count == 0
+    assert failed_jobs(conns) == []
+
+
+def test_a_worker_that_stops_on_an_error_starts_again_and_a_burst_one_gives_up(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conns = rq_conns
+    monkeypatch.setattr(runner, "RESTART_DELAYS", (0.0, 0.0))
+    real_dequeue = SimpleWorker.dequeue_job_and_maintain_ttl  # what StatsWorker's calls
+    refusals = [1]  # Redis refuses the first dequeue, as one out of memory does a write
+
+    def dequeue(self: SimpleWorker, *args: Any, **kwargs: Any) -> Any:
+        if refusals[0]:
+            refusals[0] -= 1
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return real_dequeue(self, *args, **kwargs)
+
+    monkeypatch.setattr(SimpleWorker, "dequeue_job_and_maintain_ttl", dequeue)
+    job_id = enqueue_one(conns)
+    assert run_worker(conns, burst=True, with_scheduler=False)  # RQ alone would stop here
+    assert not Job.exists(job_id, connection=conns.raw) and conns.queue.count == 0
+
+    refusals[0] = 3  # one more than the tries: the burst worker says so
+    enqueue_one(conns)
+    with pytest.raises(WorkerFailed, match="ResponseError: OOM command not allowed"):
+        run_worker(conns, burst=True, with_scheduler=False)
+    assert refusals == [0] and conns.queue.count == 1
 
 
 def test_a_worker_that_registered_its_death_is_dead_at_once(rq_conns: Connections) -> None:

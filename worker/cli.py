@@ -86,10 +86,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker on the queue."""
-    from worker.runner import run_worker
+    from worker.runner import WorkerFailed, run_worker
 
     conns = _connections()
-    run_worker(conns, burst=args.burst, with_scheduler=not args.burst)
+    try:
+        run_worker(conns, burst=args.burst, with_scheduler=not args.burst)
+    except WorkerFailed as exc:
+        print(f"statsworker: the worker kept stopping on an error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

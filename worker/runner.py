@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from rq import SimpleWorker, worker_registration
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, clean_registries
@@ -22,12 +22,20 @@ from events.publisher import CompactJob
 from worker import context
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import start_sweeper
-from worker.reaper import HEARTBEAT_INTERVAL, REAP_INTERVAL, Reaper
+from worker.reaper import DEAD_AFTER, HEARTBEAT_INTERVAL, REAP_INTERVAL, STRANDED_AFTER, Reaper
 
 log = logging.getLogger(__name__)
 
 BEAT_GAP = 0.5
 """Seconds within which a worker's heartbeat is not sent again (see StatsWorker.heartbeat)."""
+
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Seconds before a worker that stopped on an error starts again, the last one repeated.
+A burst worker gives up after as many tries; a long-running one keeps trying."""
+
+
+class WorkerFailed(RuntimeError):
+    """A burst worker kept stopping on an error (Redis refusing writes, say)."""
 
 
 class _ReadExecutions(ExecutionRegistry):
@@ -115,6 +123,9 @@ class StatsWorker(SimpleWorker):
 
     job_class = WorkerJob
 
+    failure: BaseException | None = None
+    """What made RQ's loop quit, if anything did: RQ logs it and returns as if done."""
+
     def __init__(self, *args: Any, guard: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
@@ -162,6 +173,30 @@ class StatsWorker(SimpleWorker):
                 super().heartbeat(ttl, pipeline=own)
                 own.execute()
         self._beat_at, self._beat_ttl = at, ttl
+
+    # The steps of RQ's loop, whose errors it swallows: the first one is kept.
+
+    def check_for_suspension(self, *args: Any, **kwargs: Any) -> Any:
+        return self._noted(super().check_for_suspension, *args, **kwargs)
+
+    def run_maintenance_tasks(self, *args: Any, **kwargs: Any) -> Any:
+        return self._noted(super().run_maintenance_tasks, *args, **kwargs)
+
+    def dequeue_job_and_maintain_ttl(self, *args: Any, **kwargs: Any) -> Any:
+        return self._noted(super().dequeue_job_and_maintain_ttl, *args, **kwargs)
+
+    def execute_job(self, *args: Any, **kwargs: Any) -> Any:
+        return self._noted(super().execute_job, *args, **kwargs)
+
+    def _noted(self, step: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(*args, **kwargs)
+        except (StopRequested, SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if self.failure is None:
+                self.failure = exc
+            raise
 
     def reap(self) -> list[str]:
         """Requeue the orphaned jobs of every queue of this worker; returns their ids."""
@@ -215,20 +250,77 @@ def make_worker(conns: Connections) -> StatsWorker:
 
 
 def run_worker(conns: Connections, burst: bool, with_scheduler: bool = True) -> bool:
-    """Run a worker until stopped (or, with ``burst``, until the queue is empty)."""
+    """Run a worker until stopped (or, with ``burst``, until the queue is empty).
+
+    RQ's loop quits on any error of its own commands (a Redis out of memory refusing a
+    write, say) as if it were done. The worker then starts again after
+    :data:`RESTART_DELAYS`; a burst worker gives up after as many tries and raises
+    :class:`WorkerFailed`. A burst worker also waits, before it returns, for the jobs
+    that dead workers hold (see :func:`_drain_orphans`).
+
+    Returns:
+        Whether any job was run.
+    """
     context.set_current(conns)
     in_memory = conns.settings.redis_url.startswith(MEMORY_URL)
-    worker = make_worker(conns)
     sweeper = start_sweeper(conns, burst)  # queue what the log holds but the queue never got
+
+    def run() -> bool:
+        worked = False
+        tries = 0
+        while True:
+            worker = make_worker(conns)
+            started = time.monotonic()
+            worked |= worker.work(
+                burst=burst,
+                with_scheduler=with_scheduler and not in_memory,
+                logging_level="WARNING",
+            )
+            if worker.failure is None:
+                return worked
+            if time.monotonic() - started > 60:
+                tries = 0  # it ran a while before this error: a fresh count
+            if burst and tries == len(RESTART_DELAYS):
+                raise WorkerFailed(f"{type(worker.failure).__name__}: {worker.failure}")
+            delay = RESTART_DELAYS[min(tries, len(RESTART_DELAYS) - 1)]
+            tries += 1
+            log.warning("worker stopped on %r; starting again in %.0f s", worker.failure, delay)
+            time.sleep(delay)
+
     try:
-        return worker.work(
-            burst=burst,
-            with_scheduler=with_scheduler and not in_memory,
-            logging_level="WARNING",
-        )
+        worked = run()
+        if burst and not in_memory:
+            worked |= _drain_orphans(conns, run)
+        return worked
     finally:
         if sweeper is not None:
             sweeper.stop()
+
+
+def _drain_orphans(conns: Connections, run: Any) -> bool:
+    """Before a burst worker returns: requeue and run the jobs that dead workers hold.
+
+    A worker killed mid-job leaves its job started; the reapers call its worker dead only
+    after watching its heartbeat stand still for :data:`~worker.reaper.DEAD_AFTER`
+    seconds, longer than a burst often lasts, so every later burst worker would leave
+    the job there. Here the reaper watches while any job is started or waiting in the
+    intermediate list, for at most DEAD_AFTER (and a little) after the last job it
+    requeued: a job whose worker is alive is that worker's to finish."""
+    queue = conns.queue
+    reaper = Reaper(queue)
+    patience = max(DEAD_AFTER, STRANDED_AFTER) + REAP_INTERVAL
+    until = time.monotonic() + patience
+    worked = False
+    while time.monotonic() < until and (
+        conns.raw.zcard(queue.started_job_registry.key)
+        or conns.raw.llen(queue.intermediate_queue_key)
+    ):
+        if reaper.reap():
+            worked |= run()
+            until = time.monotonic() + patience
+        else:
+            time.sleep(HEARTBEAT_INTERVAL / 2)
+    return worked
 
 
 def failed_jobs(conns: Connections) -> list[tuple[str, str]]:
