@@ -133,7 +133,20 @@ def timestamp_text(value: dt.datetime) -> str:
 Slug = Annotated[StrictStr, StringConstraints(pattern=SLUG_PATTERN)]
 Ident = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 Title = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
-Text = Annotated[StrictStr, Field(max_length=2000)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL's JSONB, where the log keeps bodies, cannot hold U+0000: refused here,
+    # by name, whatever the log, rather than failing the whole batch at the insert.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+# Free text (no NUL): a hook or call to action, a venue, a set's name.
+Text = Annotated[StrictStr, Field(max_length=2000), AfterValidator(_no_nul)]
+Venue = Annotated[StrictStr, Field(max_length=200), AfterValidator(_no_nul)]
+SetName = Annotated[StrictStr, Field(max_length=50), AfterValidator(_no_nul)]
 EventDate = Annotated[dt.date, BeforeValidator(strict_date)]
 Timestamp = Annotated[
     dt.datetime, PlainValidator(_timestamp), PlainSerializer(timestamp_text, when_used="json")

@@ -23,10 +23,12 @@ from events.fields import (
     Count,
     EventDate,
     Ident,
+    SetName,
     Slug,
     Text,
     Timestamp,
     Title,
+    Venue,
     normalize_hashtag,
     timestamp_text,
     version_of,
@@ -146,8 +148,8 @@ class PerformanceRecorded(_Event):
     show_date: EventDate
     song: Slug
     song_title: Title | None = None
-    venue: Annotated[str, Field(strict=True, max_length=200)] | None = None
-    set: Annotated[str, Field(strict=True, max_length=50)] | None = None
+    venue: Venue | None = None
+    set: SetName | None = None
     position: Annotated[StrictInt, Field(ge=0, le=10**6)] | None = None
 
     @property

@@ -870,3 +870,40 @@ def test_the_scope_indexes_leave_out_rows_without_that_scope_and_serve_its_reads
         assert log.creators() == sorted({row["creator"] for row in before if row["creator"]})
     finally:
         log.dispose()
+
+
+@pytest.mark.parametrize("field", ["venue", "set", "hook", "cta"])
+def test_a_nul_in_free_text_is_refused_on_every_log_and_the_batch_goes_on(
+    backend: Backend, log_url: str, field: str
+) -> None:
+    """PostgreSQL's JSONB cannot hold U+0000: the event is refused by name, not the batch."""
+    conns = make_conns(backend, log_url)
+    base: dict[str, Any] = (
+        {
+            "type": "performance.recorded",
+            "vertical": "band",
+            "performance_id": "p",
+            "show_id": "s1",
+            "show_date": "2024-05-01",
+            "song": "tune",
+        }
+        if field in ("venue", "set")
+        else {
+            "type": "video.posted",
+            "creator": "ann",
+            "video_id": "v",
+            "date_posted": "2024-05-01",
+            **dict.fromkeys(("views", "likes", "comments", "shares", "bookmarks"), 1),
+            "new_followers": 0,
+        }
+    )
+    bodies = [
+        {**base, "event_id": f"e{i}", "occurred_at": "2024-05-01T20:00:00Z", field: text}
+        for i, text in enumerate(["before", "The \x00 Club", "after"])
+    ]
+    report = publishing.make_publisher(conns).publish_objects(bodies)
+    assert report.accepted == 2
+    assert [str(e) for e in report.rejected] == [
+        f"event_id 'e1': {field}: must not contain the NUL character (U+0000)"
+    ]
+    assert sorted(r["event_id"] for r in _rows(log_url)) == ["e0", "e2"]
