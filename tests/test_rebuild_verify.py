@@ -491,3 +491,24 @@ def test_verify_agrees_on_counts_past_32_bits(backend: Backend, log_url: str) ->
     )
     assert conns.videos.overview("big").metrics.total_views == 10**15 + 3_000_000_000
     assert verify(conns, publishing.event_log(conns)) == []
+
+
+def test_verify_agrees_on_tag_views_past_2_to_the_53_and_videos_before_1970(
+    backend: Backend, log_url: str
+) -> None:
+    """A hashtag's score is the double nearest its exact views, and a weekday before
+    1970-01-01 is still 0-6 (SQL's % keeps the sign of the day number, Lua's does not)."""
+    conns = make_conns(backend, log_url)
+    base = {**VIDEO_BODY, "creator": "big", "hashtags": ["big"]}
+    bodies = [
+        {**base, "event_id": f"b{i}", "video_id": f"v{i}", "views": 10**15} for i in range(10)
+    ]
+    bodies.append({**base, "event_id": "one", "video_id": "one", "views": 1})  # 10**16 + 1
+    bodies += [
+        {**VIDEO_BODY, "creator": "old", "event_id": day, "video_id": day, "date_posted": day}
+        for day in ("1969-12-27", "1969-12-31", "1950-06-05", "1900-01-01")
+    ]
+    publish_bodies_and_apply(conns, bodies)
+    top = conns.videos.hashtags("big", 1).top_hashtags[0]
+    assert (top.hashtag, top.total_views) == ("big", 10**16 + 1)
+    assert verify(conns, publishing.event_log(conns)) == []

@@ -259,7 +259,8 @@ class Verifier:
                 if by == "date":
                     days[str(grp)] = "member"
                 if by == "hashtag":
-                    tagviews[str(grp)] = str(-int(sums[0] or 0))
+                    # The score is the double nearest the exact sum, which `tags` holds.
+                    tagviews[str(grp)] = _score(float(-int(sums[0] or 0)))
                 for name, value in zip(("n", *q.COUNTS), (n, *sums), strict=True):
                     if value:  # a zero sum is an absent field
                         expected[head + name] = str(value)

@@ -302,7 +302,8 @@ def video_sums_query(dialect: str, creator: str, by: str) -> sa.Select[Any]:
     tags = _hashtags(dialect, v) if by == "hashtag" else None
     group: Any = {
         "date": v.c.date_posted,
-        "weekday": (v.c.day + 3) % 7,  # 1970-01-01 was a Thursday
+        # 1970-01-01 was a Thursday; SQL's % keeps the sign of a day before it, Lua's not
+        "weekday": ((v.c.day + 3) % 7 + 7) % 7,
         "hashtag": tags.c.value if tags is not None else None,
         "total": sa.literal("total"),
     }[by]
