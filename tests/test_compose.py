@@ -80,6 +80,17 @@ def test_healthchecks_and_start_order(services: dict[str, dict[str, Any]]) -> No
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["roll"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["migrate"]["restart"] == "no"
+    # migrate connects over TCP: PostgreSQL is healthy once TCP answers, not the socket.
+    pg_check = services["postgres"]["healthcheck"]["test"]
+    assert pg_check[pg_check.index("-h") + 1] == "127.0.0.1"
+    # redis-cli exits 0 on an error reply: the check must look for the PONG itself.
+    assert "grep -q PONG" in " ".join(services["redis"]["healthcheck"]["test"])
+
+
+def test_statsworker_processes_run_under_an_init(services: dict[str, dict[str, Any]]) -> None:
+    """As PID 1 a process without a SIGTERM handler (the roll) would ignore the signal."""
+    for name in ("migrate", "api", "worker", "roll"):
+        assert services[name].get("init") is True, name
 
 
 def walk(value: Any, path: str = "") -> list[tuple[str, str]]:
