@@ -123,7 +123,7 @@ def legacy_row(event: Any, now: dt.datetime) -> dict[str, Any]:
 
 
 def test_migrate_command_builds_the_schema_the_models_describe(
-    empty_db: str, monkeypatch: pytest.MonkeyPatch
+    empty_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("STATSWORKER_DATABASE_URL", empty_db)
     cli.get_settings.cache_clear()
@@ -132,6 +132,10 @@ def test_migrate_command_builds_the_schema_the_models_describe(
         assert cli.main(["migrate", "--check"]) == 1
         assert cli.main(["migrate"]) == 0
         assert cli.main(["migrate", "--check"]) == 0
+        assert cli.main(["migrate"]) == 0
+        told = capsys.readouterr().err
+        assert "event log migrated from none to " in told, told
+        assert told.rstrip().endswith(f"event log already at {migrations.head_revision()}"), told
         assert {"event_log", migrations.VERSION_TABLE} <= _tables(empty_db)
         with engine.connect() as conn:
             ctx = MigrationContext.configure(
@@ -821,7 +825,9 @@ def _scope_index_sql(conn: sa.Connection, name: str) -> str:
     if conn.dialect.name == "sqlite":
         query = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?"
     else:
-        query = "SELECT indexdef FROM pg_indexes WHERE indexname = %s"
+        query = (
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s AND schemaname = current_schema()"
+        )
     return str(conn.exec_driver_sql(query, (name,)).scalar_one())
 
 

@@ -90,11 +90,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print(f"event log at {state['current'] or 'none'}, latest {state['head']}")
             return 1 if behind else 0
         migrations.upgrade(engine, args.revision)
-        print(
-            f"event log migrated from {state['current'] or 'none'} "
-            f"to {migrations.current_revision(engine) or 'none'}",
-            file=sys.stderr,
-        )
+        now = migrations.current_revision(engine) or "none"
+        before = state["current"] or "none"
+        told = f"already at {now}" if now == before else f"migrated from {before} to {now}"
+        print(f"event log {told}", file=sys.stderr)
         return 0
     finally:
         engine.dispose()
