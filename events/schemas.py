@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from events.fields import (
+    NO_NUL_PATTERN,
     SLUG_PATTERN,
     Count,
     EventDate,
@@ -271,7 +272,10 @@ def _first_error(exc: ValidationError) -> str:
         elif err["type"] == "missing":
             msg = "required field is missing"
         elif err["type"] == "string_pattern_mismatch":
-            msg = f"must match {SLUG_PATTERN}"
+            if err.get("ctx", {}).get("pattern") == NO_NUL_PATTERN:
+                msg = "must not contain the NUL character (U+0000)"
+            else:
+                msg = f"must match {SLUG_PATTERN}"
         elif err["type"] == "string_unicode":
             msg = "not UTF-8 text"
         part = f"{'.'.join(_name(p) for p in where) or 'event'}: {msg}"
