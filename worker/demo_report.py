@@ -117,7 +117,7 @@ def _creator(c: CreatorReport, days: int) -> Group:
         (_n(m.total_likes), "bold"),
         " likes · ",
         (_n(m.total_new_followers), "bold"),
-        " new followers · engagement ",
+        " new followers · mean engagement ",
         (f"{m.avg_engagement_rate:.2f} %", "bold"),
     )
     rows: list[Any] = [line]
@@ -126,7 +126,7 @@ def _creator(c: CreatorReport, days: int) -> Group:
         for i, h in enumerate(c.hashtags.top_hashtags):
             tags.append(("" if i == 0 else " · ") + f"#{h.hashtag} ")
             tags.append(_n(h.total_views), "bold")
-            tags.append(f" views in {h.video_count}")
+            tags.append(f" views in {h.video_count} video{'' if h.video_count == 1 else 's'}")
         rows.append(tags)
     by_day = {p.date: p.views for p in c.series.data_points}
     values = [by_day.get(c.chart_start + dt.timedelta(days=i), 0) for i in range(days)]
