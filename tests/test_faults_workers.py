@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 from rq import Queue, Retry, SimpleWorker
-from rq.exceptions import InvalidJobOperation
+from rq.exceptions import InvalidJobOperation, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -313,6 +313,68 @@ def test_a_worker_that_stops_on_an_error_starts_again_and_a_burst_one_gives_up(
     with pytest.raises(WorkerFailed, match="ResponseError: OOM command not allowed"):
         run_worker(conns, burst=True, with_scheduler=False)
     assert refusals == [0] and conns.queue.count == 1
+
+
+def test_a_refused_heartbeat_or_end_restarts_the_worker_and_a_stop_in_the_pause_ends_it(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An out-of-memory Redis refuses the heartbeat after a job and the worker's
+    registration of its end, not only dequeues."""
+    conns = rq_conns
+    monkeypatch.setattr(runner, "RESTART_DELAYS", (0.0,))
+    oom = redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+    real_beat, real_death = StatsWorker._heartbeat, SimpleWorker.register_death
+    refusals = {"beat": 1, "death": 1}
+
+    def beat(self: StatsWorker, *args: Any) -> None:
+        if refusals["beat"]:
+            refusals["beat"] -= 1
+            raise oom
+        real_beat(self, *args)
+
+    def death(self: SimpleWorker, *args: Any, **kwargs: Any) -> None:
+        if refusals["death"]:
+            refusals["death"] -= 1
+            raise oom
+        real_death(self, *args, **kwargs)
+
+    monkeypatch.setattr(StatsWorker, "_heartbeat", beat)
+    monkeypatch.setattr(SimpleWorker, "register_death", death)
+    first, second = enqueue_one(conns), enqueue_one(conns)
+    assert run_worker(conns, burst=True, with_scheduler=False)
+    assert refusals == {"beat": 0, "death": 0}
+    assert not Job.exists(first, connection=conns.raw)
+    assert not Job.exists(second, connection=conns.raw)
+
+    # SIGTERM during the pause before a restart: RQ's handler raises StopRequested there.
+    def refuse_dequeue(self: SimpleWorker, *args: Any, **kwargs: Any) -> Any:
+        raise oom
+
+    def stop_in_pause(_seconds: float) -> None:
+        raise StopRequested()
+
+    monkeypatch.setattr(SimpleWorker, "dequeue_job_and_maintain_ttl", refuse_dequeue)
+    monkeypatch.setattr(runner.time, "sleep", stop_in_pause)
+    waiting = enqueue_one(conns)
+    assert run_worker(conns, burst=True, with_scheduler=False) is False
+    assert conns.queue.get_job_ids() == [waiting]
+
+
+def test_a_step_that_succeeds_clears_the_failure_of_one_before_it(
+    rq_conns: Connections,
+) -> None:
+    """RQ recovers from some errors inside a dequeue (its maintenance): the loop that
+    then ends normally did not stop on an error."""
+    worker = make_worker(rq_conns)
+
+    def lost() -> None:
+        raise redis.ConnectionError("lost")
+
+    with pytest.raises(redis.ConnectionError):
+        worker._noted(lost)
+    assert isinstance(worker.failure, redis.ConnectionError)
+    assert worker._noted(lambda: 7) == 7
+    assert worker.failure is None
 
 
 def test_a_worker_that_registered_its_death_is_dead_at_once(rq_conns: Connections) -> None:

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+import redis
 from rq import SimpleWorker, worker_registration
 from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
 from rq.executions import Execution, ExecutionRegistry
@@ -31,7 +32,7 @@ BEAT_GAP = 0.5
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Seconds before a worker that stopped on an error starts again, the last one repeated.
-A burst worker gives up after as many tries; a long-running one keeps trying."""
+A burst worker gives up after as many restarts; a long-running one keeps trying."""
 
 
 class WorkerFailed(RuntimeError):
@@ -126,6 +127,9 @@ class StatsWorker(SimpleWorker):
     failure: BaseException | None = None
     """What made RQ's loop quit, if anything did: RQ logs it and returns as if done."""
 
+    began = False
+    """Whether the worker registered and started its loop."""
+
     def __init__(self, *args: Any, guard: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
@@ -138,6 +142,7 @@ class StatsWorker(SimpleWorker):
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
+        self.began = True
         if self.guard:
             self._guard_thread = threading.Thread(
                 target=self._guard, name=f"{self.name}-heartbeat", daemon=True
@@ -149,7 +154,12 @@ class StatsWorker(SimpleWorker):
         self._stop_guard.set()
         if self._guard_thread is not None:
             self._guard_thread.join(timeout=10)
-        super().teardown()  # type: ignore[no-untyped-call]
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:  # Redis refusing writes: the key expires on its own
+            log.warning("worker %s: could not register its end: %s", self.name, exc)
+            if self.failure is None:
+                self.failure = exc
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's heartbeat (the worker's timestamp and two expiries), sent as one round
@@ -162,6 +172,12 @@ class StatsWorker(SimpleWorker):
         much older than asked, which no reader can tell apart (the reaper calls a worker
         dead after :data:`~worker.reaper.DEAD_AFTER` seconds without a change; the
         expiries are minutes)."""
+        if threading.current_thread() is threading.main_thread():  # a step of RQ's loop
+            self._noted(self._heartbeat, timeout, pipeline)
+        else:  # the guard's, which handles its own errors
+            self._heartbeat(timeout, pipeline)
+
+    def _heartbeat(self, timeout: int | None, pipeline: Any) -> None:
         ttl = timeout or self.worker_ttl + 60
         at = self.clock()
         if pipeline is not None:
@@ -174,7 +190,9 @@ class StatsWorker(SimpleWorker):
                 own.execute()
         self._beat_at, self._beat_ttl = at, ttl
 
-    # The steps of RQ's loop, whose errors it swallows: the first one is kept.
+    # The steps of RQ's loop, whose errors it logs and quits on as if done: the last step
+    # to fail is kept, and a step that succeeds clears it (RQ recovers from some errors of
+    # the maintenance inside a dequeue, which then returns a job or nothing).
 
     def check_for_suspension(self, *args: Any, **kwargs: Any) -> Any:
         return self._noted(super().check_for_suspension, *args, **kwargs)
@@ -190,13 +208,14 @@ class StatsWorker(SimpleWorker):
 
     def _noted(self, step: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return step(*args, **kwargs)
+            done = step(*args, **kwargs)
         except (StopRequested, SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            if self.failure is None:
-                self.failure = exc
+            self.failure = exc
             raise
+        self.failure = None
+        return done
 
     def reap(self) -> list[str]:
         """Requeue the orphaned jobs of every queue of this worker; returns their ids."""
@@ -254,7 +273,7 @@ def run_worker(conns: Connections, burst: bool, with_scheduler: bool = True) -> 
 
     RQ's loop quits on any error of its own commands (a Redis out of memory refusing a
     write, say) as if it were done. The worker then starts again after
-    :data:`RESTART_DELAYS`; a burst worker gives up after as many tries and raises
+    :data:`RESTART_DELAYS`; a burst worker gives up after as many restarts and raises
     :class:`WorkerFailed`. A burst worker also waits, before it returns, for the jobs
     that dead workers hold (see :func:`_drain_orphans`).
 
@@ -265,18 +284,27 @@ def run_worker(conns: Connections, burst: bool, with_scheduler: bool = True) -> 
     in_memory = conns.settings.redis_url.startswith(MEMORY_URL)
     sweeper = start_sweeper(conns, burst)  # queue what the log holds but the queue never got
 
+    stopped = threading.Event()  # a warm stop was asked for: no restart, no drain
+
     def run() -> bool:
         worked = False
         tries = 0
         while True:
             worker = make_worker(conns)
             started = time.monotonic()
-            worked |= worker.work(
-                burst=burst,
-                with_scheduler=with_scheduler and not in_memory,
-                logging_level="WARNING",
-            )
-            if worker.failure is None:
+            try:
+                worked |= worker.work(
+                    burst=burst,
+                    with_scheduler=with_scheduler and not in_memory,
+                    logging_level="WARNING",
+                )
+            except redis.RedisError as exc:  # out of RQ's loop: its start or its end
+                if not worker.began and tries == 0:
+                    raise  # Redis unusable from the first: the command says so and ends
+                worker.failure = exc
+            if worker._stop_requested:
+                stopped.set()
+            if worker.failure is None or stopped.is_set():
                 return worked
             if time.monotonic() - started > 60:
                 tries = 0  # it ran a while before this error: a fresh count
@@ -289,15 +317,17 @@ def run_worker(conns: Connections, burst: bool, with_scheduler: bool = True) -> 
 
     try:
         worked = run()
-        if burst and not in_memory:
-            worked |= _drain_orphans(conns, run)
+        if burst and not in_memory and not stopped.is_set():
+            worked |= _drain_orphans(conns, run, stopped)
         return worked
+    except StopRequested:  # SIGTERM or Ctrl-C between two runs: nothing is half done
+        return False
     finally:
         if sweeper is not None:
             sweeper.stop()
 
 
-def _drain_orphans(conns: Connections, run: Any) -> bool:
+def _drain_orphans(conns: Connections, run: Any, stopped: threading.Event) -> bool:
     """Before a burst worker returns: requeue and run the jobs that dead workers hold.
 
     A worker killed mid-job leaves its job started; the reapers call its worker dead only
@@ -311,9 +341,13 @@ def _drain_orphans(conns: Connections, run: Any) -> bool:
     patience = max(DEAD_AFTER, STRANDED_AFTER) + REAP_INTERVAL
     until = time.monotonic() + patience
     worked = False
-    while time.monotonic() < until and (
-        conns.raw.zcard(queue.started_job_registry.key)
-        or conns.raw.llen(queue.intermediate_queue_key)
+    while (
+        not stopped.is_set()
+        and time.monotonic() < until
+        and (
+            conns.raw.zcard(queue.started_job_registry.key)
+            or conns.raw.llen(queue.intermediate_queue_key)
+        )
     ):
         if reaper.reap():
             worked |= run()
