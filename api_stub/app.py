@@ -77,6 +77,16 @@ class EmptyIsDefault:
         await self.app(scope, receive, send)
 
 
+LOG_UNAVAILABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DatabaseError,  # as such only: SQLite's "file is not a database"
+    sqlalchemy.exc.TimeoutError,  # no connection free in the pool
+    SchemaNotReady,
+)
+"""Errors of an event log that cannot be used for now: POST /events answers 503."""
+
+
 def _publish(conns: Connections, events: list[Event], bodies: list[Any]) -> None:
     make_publisher(conns).publish_validated(zip(events, bodies, strict=True))
 
@@ -160,10 +170,15 @@ def create_app(conns: Connections) -> FastAPI:
                 # The batches logged before it are queued by the workers' sweep.
                 log.warning("POST /events: Redis unreachable: %s", exc)
                 return _unavailable(f"Redis is unreachable: {exc}")
-            except (sqlalchemy.exc.DBAPIError, SchemaNotReady) as exc:
+            except LOG_UNAVAILABLE as exc:
+                if isinstance(exc, sqlalchemy.exc.DatabaseError) and not isinstance(
+                    exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
+                ):
+                    if type(exc) is not sqlalchemy.exc.DatabaseError:
+                        raise  # IntegrityError, ProgrammingError...: a bug, not an outage
+                # The server's words (hosts, users) are the operator's, in the log.
                 log.warning("POST /events: the event log is unavailable: %s", exc)
-                detail = getattr(exc, "orig", None) or exc
-                return _unavailable(f"the event log is unavailable: {detail}")
+                return _unavailable("the event log is unavailable")
         if rejected:
             try:
                 await run_in_threadpool(
