@@ -344,7 +344,7 @@ def test_video_snapshots_posted_then_updated(
 
 
 @pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)
-def test_rows_of_one_show_set_and_position_are_two_plays_and_long_show_ids_import(
+def test_songs_sharing_a_show_set_and_position_are_plays_and_long_show_ids_import(
     fake_conns: Connections, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     long_show = "s" * 200  # the longest show_id an event may carry
@@ -352,18 +352,21 @@ def test_rows_of_one_show_set_and_position_are_two_plays_and_long_show_ids_impor
         tmp_path / "slots.csv",
         "show_id,show_date,song_title,set_name,position\n"
         "s1,2024-05-01,Tweezer,set1,1\n"
-        "s1,2024-05-01,Ghost,set1,1\n"  # the same slot: a second play all the same
-        "s1,2024-05-01,Tweezer,set1,1\n"
+        "s1,2024-05-01,Ghost,set1,1\n"  # another song in the same slot: a second play
+        "s1,2024-05-01,Tweezer,set1,1\n"  # the first row again: the same play
+        "s1,2024-05-01,Sand,set1,1\n"
         f"{long_show},2024-05-02,Ghost,set1,1\n",
     )
     for _ in range(2):  # a second import of the same file changes nothing
         assert cli.main(["import", "setlists", str(path), "--vertical", "phish"]) == 0
-        assert "imported 4 event(s) from 4 row(s)" in capsys.readouterr().err
+        assert "imported 5 event(s) from 5 row(s)" in capsys.readouterr().err
         run_worker(fake_conns, burst=True, with_scheduler=False)
         stats = fake_conns.setlists.stats("phish", AS_OF)
         assert (stats.total_shows, stats.total_performances) == (2, 4)
         tweezer = fake_conns.setlists.song("phish", "tweezer", AS_OF)
-        assert tweezer is not None and tweezer.total_plays == 2
+        assert tweezer is not None and tweezer.total_plays == 1
+        sand = fake_conns.setlists.song("phish", "sand", AS_OF)
+        assert sand is not None and sand.total_plays == 1
 
 
 @pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)

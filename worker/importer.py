@@ -153,7 +153,7 @@ def _count(row: Row, column: str, lineno: int) -> int:
 def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) -> Iterator[Event]:
     """``performance.recorded`` events of a setlist CSV; bad rows are added to ``skipped``."""
     in_show: dict[str, int] = {}
-    in_slot: dict[str, int] = {}
+    in_slot: dict[str, list[str]] = {}
     for lineno, row in _records(stream, SETLIST_COLUMNS):
         show_id = row["show_id"]
         in_show[show_id] = in_show.get(show_id, 0) + 1  # counts bad rows too: ids stay put
@@ -169,9 +169,13 @@ def setlist_events(stream: IO[str], vertical: str, skipped: list[EventError]) ->
             set_name = row.get("set_name", "")
             slot = position or f"#{in_show[show_id]}"
             performance_id = f"{show_id}:{set_name}:{slot}"
-            # Two rows of one show, set and position are two plays: the second one's id
-            # says so (the same on every import of the file).
-            in_slot[performance_id] = repeat = in_slot.get(performance_id, 0) + 1
+            # Rows of one show, set and position with different songs are different
+            # plays: the second song's id says so (the same on every import of the
+            # file). The same song again there is the same play, a row repeated.
+            songs_here = in_slot.setdefault(performance_id, [])
+            if song not in songs_here:
+                songs_here.append(song)
+            repeat = songs_here.index(song) + 1
             if repeat > 1:
                 performance_id += f"+{repeat}"
             if len(performance_id) > MAX_ID_LENGTH:  # a show_id near the limit of 200
