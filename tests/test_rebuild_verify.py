@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api_stub.app import create_app
@@ -32,7 +33,7 @@ from tests.log_support import (
     wipe,
 )
 from tests.setlist_oracle import SetlistOracle, check_all_reads, recorded, retracted
-from worker import cli, publishing, rebuild_setlists
+from worker import cli, log_table, publishing, rebuild_setlists
 from worker.connections import Connections
 from worker.eventlog import PerformanceRow, setlist_fields
 from worker.read_ahead import prefetch
@@ -512,3 +513,36 @@ def test_verify_agrees_on_tag_views_past_2_to_the_53_and_videos_before_1970(
     top = conns.videos.hashtags("big", 1).top_hashtags[0]
     assert (top.hashtag, top.total_views) == ("big", 10**16 + 1)
     assert verify(conns, publishing.event_log(conns)) == []
+
+
+def test_tags_logged_before_every_leading_hash_was_dropped_rebuild_and_verify_alike(
+    backend: Backend, log_url: str
+) -> None:
+    """An older log holds '#x' for a source's '##x': a rebuild reads it as 'x', and
+    verify must count it so, once per video even beside a plain 'x'."""
+    conns = make_conns(backend, log_url)
+    publish_bodies_and_apply(
+        conns,
+        [
+            {**VIDEO_BODY, "creator": "old", "event_id": "a", "video_id": "a", "hashtags": ["x"]},
+            {**VIDEO_BODY, "creator": "old", "event_id": "b", "video_id": "b", "hashtags": ["y"]},
+        ],
+    )
+    log = publishing.event_log(conns)
+    with log.engine.begin() as conn:
+        for event_id, tags in (("a", ["#x", "x"]), ("b", ["#y"])):
+            row = conn.execute(
+                sa.select(log_table.event_log.c.body).where(
+                    log_table.event_log.c.event_id == event_id
+                )
+            ).scalar_one()
+            body = {**(json.loads(row) if isinstance(row, str) else row), "hashtags": tags}
+            conn.execute(
+                sa.update(log_table.event_log)
+                .where(log_table.event_log.c.event_id == event_id)
+                .values(body=body)
+            )
+    Rebuilder(conns, log).run(None, "old")
+    tags = conns.videos.hashtags("old", 20)
+    assert [(t.hashtag, t.video_count) for t in tags.top_hashtags] == [("x", 1), ("y", 1)]
+    assert verify(conns, log) == []

@@ -293,26 +293,40 @@ def video_sums_query(dialect: str, creator: str, by: str) -> sa.Select[Any]:
     Columns: group, videos, the six counts, and the sum of engagement rates in percent
     (a float; the state keeps it exact, so the comparison allows rounding).
     """
-    v = present_videos(dialect, creator)
+    v: Any = present_videos(dialect, creator)
+    if by == "hashtag":
+        # One row per video and tag. Bodies logged before every leading '#' was dropped
+        # hold a tag such as '#x' (from '##x'): a replay reads it as 'x', and so does this.
+        tags = _hashtags(dialect, v)
+        v = (
+            sa.select(
+                v.c.video_id,
+                *(v.c[name] for name in COUNTS),
+                sa.func.ltrim(tags.c.value, "#").label("tag"),
+            )
+            .select_from(v.join(tags, sa.true()))
+            .distinct()
+            .subquery("tagged")
+        )
     engaged = v.c.likes + v.c.comments + v.c.shares + v.c.bookmarks
     rate = sa.case(
         (v.c.views == 0, 0.0),
         else_=sa.cast(engaged, sa.Float) * 100.0 / sa.cast(v.c.views, sa.Float),
     )
-    tags = _hashtags(dialect, v) if by == "hashtag" else None
-    group: Any = {
-        "date": v.c.date_posted,
+    group: Any
+    if by == "date":
+        group = v.c.date_posted
+    elif by == "weekday":
         # 1970-01-01 was a Thursday; SQL's % keeps the sign of a day before it, Lua's not
-        "weekday": ((v.c.day + 3) % 7 + 7) % 7,
-        "hashtag": tags.c.value if tags is not None else None,
-        "total": sa.literal("total"),
-    }[by]
+        group = ((v.c.day + 3) % 7 + 7) % 7
+    elif by == "hashtag":
+        group = v.c.tag
+    else:
+        group = sa.literal("total")
     query = sa.select(
         group.label("grp"),
         sa.func.count(),
         *(sa.func.sum(v.c[name]) for name in COUNTS),
         sa.func.sum(rate),
     )
-    if tags is not None:
-        query = query.select_from(v.join(tags, sa.true()))
     return query if by == "total" else query.group_by(group)
