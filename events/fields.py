@@ -28,7 +28,8 @@ MIN_YEAR, MAX_YEAR = 1900, 2100
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 """A date written ``YYYY-MM-DD`` (checked for a real date apart)."""
 _RFC3339_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$",
+    re.ASCII,  # \d is 0-9 only: int() would read other scripts' digits in the fraction
 )
 _EPOCH0 = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 

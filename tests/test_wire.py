@@ -293,3 +293,9 @@ def test_a_logged_body_is_the_canonical_dump_whatever_the_source_wrote(seed: int
 def test_a_timestamp_finer_than_a_nanosecond_is_refused_by_name(fraction: str) -> None:
     with pytest.raises(ValueError, match="finer than a nanosecond: at most 9 digits"):
         _timestamp(f"2025-01-01T00:00:00{fraction}Z")
+
+
+@pytest.mark.parametrize("fraction", [".1234567\u0663", ".\u0661", ".123456789\u0660"])
+def test_a_fraction_with_digits_of_another_script_is_no_timestamp(fraction: str) -> None:
+    with pytest.raises(ValueError, match="must be an RFC 3339 timestamp"):
+        _timestamp(f"2025-01-01T00:00:00{fraction}Z")
