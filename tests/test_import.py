@@ -217,6 +217,15 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def applied_counts(
+    conns: Connections, vertical: str, *songs: str
+) -> tuple[int, int, list[int | None]]:
+    """Shows and performances of ``vertical`` as of :data:`AS_OF`, and each song's plays."""
+    stats = conns.setlists.stats(vertical, AS_OF)
+    plays = [getattr(conns.setlists.song(vertical, s, AS_OF), "total_plays", None) for s in songs]
+    return stats.total_shows, stats.total_performances, plays
+
+
 @pytest.fixture
 def fake_conns(
     backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -257,10 +266,7 @@ def test_command_reports_bad_rows_by_line(
     counters = read_counters(fake_conns.state, fake_conns.settings.key_prefix)
     assert counters.get("rejected") == "4"  # as publish counts its bad lines
     run_worker(fake_conns, burst=True, with_scheduler=False)
-    stats = fake_conns.setlists.stats("phish", AS_OF)
-    assert (stats.total_shows, stats.total_performances) == (2, 3)
-    tweezer = fake_conns.setlists.song("phish", "tweezer", AS_OF)
-    assert tweezer is not None and tweezer.total_plays == 3
+    assert applied_counts(fake_conns, "phish", "tweezer") == (2, 3, [3])
 
 
 @pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)
@@ -361,12 +367,7 @@ def test_songs_sharing_a_show_set_and_position_are_plays_and_long_show_ids_impor
         assert cli.main(["import", "setlists", str(path), "--vertical", "phish"]) == 0
         assert "imported 5 event(s) from 5 row(s)" in capsys.readouterr().err
         run_worker(fake_conns, burst=True, with_scheduler=False)
-        stats = fake_conns.setlists.stats("phish", AS_OF)
-        assert (stats.total_shows, stats.total_performances) == (2, 4)
-        tweezer = fake_conns.setlists.song("phish", "tweezer", AS_OF)
-        assert tweezer is not None and tweezer.total_plays == 1
-        sand = fake_conns.setlists.song("phish", "sand", AS_OF)
-        assert sand is not None and sand.total_plays == 1
+        assert applied_counts(fake_conns, "phish", "tweezer", "sand") == (2, 4, [1, 1])
 
 
 @pytest.mark.parametrize("backend", ["fakeredis"], indirect=True)
