@@ -8,7 +8,6 @@ import logging
 from typing import Annotated, Any
 
 import redis
-import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -20,8 +19,8 @@ from api_stub.metrics import render_metrics
 from events.schemas import Event, EventError, parse_event
 from stats.setlists import StateNeedsRebuild
 from worker.connections import Connections
+from worker.eventlog import LOG_ERRORS, log_unusable
 from worker.metrics import record_rejected
-from worker.migrations import SchemaNotReady
 from worker.publishing import event_log, make_publisher
 
 log = logging.getLogger(__name__)
@@ -75,16 +74,6 @@ class EmptyIsDefault:
             if len(kept) != len(pairs):
                 scope = {**scope, "query_string": b"&".join(kept)}
         await self.app(scope, receive, send)
-
-
-LOG_UNAVAILABLE = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.DatabaseError,  # as such only: SQLite's "file is not a database"
-    sqlalchemy.exc.TimeoutError,  # no connection free in the pool
-    SchemaNotReady,
-)
-"""Errors of an event log that cannot be used for now: POST /events answers 503."""
 
 
 def _publish(conns: Connections, events: list[Event], bodies: list[Any]) -> None:
@@ -170,12 +159,9 @@ def create_app(conns: Connections) -> FastAPI:
                 # The batches logged before it are queued by the workers' sweep.
                 log.warning("POST /events: Redis unreachable: %s", exc)
                 return _unavailable(f"Redis is unreachable: {exc}")
-            except LOG_UNAVAILABLE as exc:
-                if isinstance(exc, sqlalchemy.exc.DatabaseError) and not isinstance(
-                    exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
-                ):
-                    if type(exc) is not sqlalchemy.exc.DatabaseError:
-                        raise  # IntegrityError, ProgrammingError...: a bug, not an outage
+            except LOG_ERRORS as exc:
+                if not log_unusable(exc):
+                    raise  # IntegrityError, ProgrammingError...: a bug, not an outage
                 # The server's words (hosts, users) are the operator's, in the log.
                 log.warning("POST /events: the event log is unavailable: %s", exc)
                 return _unavailable("the event log is unavailable")

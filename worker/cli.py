@@ -272,11 +272,10 @@ def unreachable(exc: BaseException, redis_url: str, database_url: str) -> str | 
         return f"Redis at {redacted(redis_url)} refused the database: {exc}"
     if isinstance(exc, redis.RedisError):
         return f"cannot reach Redis at {redacted(redis_url)}: {exc}"
-    if isinstance(exc, sqlalchemy.exc.DatabaseError) and not isinstance(
-        exc, sqlalchemy.exc.OperationalError
-    ):
-        if type(exc) is not sqlalchemy.exc.DatabaseError:
-            return None  # IntegrityError, ProgrammingError...: not about opening the log
+    from worker.eventlog import log_unusable
+
+    if not log_unusable(exc):
+        return None  # IntegrityError, ProgrammingError...: not about opening the log
     detail = getattr(exc, "orig", None) or exc
     text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
     try:

@@ -83,6 +83,21 @@ class Unqueued:
     """``seq`` of the rows among ``rows`` logged before ``log_batches`` existed."""
 
 
+LOG_ERRORS = (sa.exc.DBAPIError, sa.exc.TimeoutError, SchemaNotReady)
+"""What opening or writing the log may raise; :func:`log_unusable` tells them apart."""
+
+
+def log_unusable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the log cannot be used for now (unreachable, refused, a file
+    that is not a database, no connection free in the pool, a schema behind), rather
+    than a bug such as an IntegrityError or a ProgrammingError."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    if isinstance(exc, sa.exc.DatabaseError):
+        return type(exc) is sa.exc.DatabaseError  # as such: SQLite's "file is not a database"
+    return isinstance(exc, sa.exc.TimeoutError | SchemaNotReady)
+
+
 def utcnow() -> dt.datetime:
     """The current time, aware, in UTC (every time in the log is UTC)."""
     return dt.datetime.now(dt.UTC)
