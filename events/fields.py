@@ -132,7 +132,12 @@ def timestamp_text(value: dt.datetime) -> str:
 # The pattern is matched by pydantic-core, not by a Python call per slug;
 # events.schemas words the error "must match <pattern>".
 Slug = Annotated[StrictStr, StringConstraints(pattern=SLUG_PATTERN)]
-Ident = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+MAX_ID_LENGTH = 200
+"""Longest id (``event_id``, ``performance_id``, ``show_id``, ``video_id``), in characters."""
+
+Ident = Annotated[
+    StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_printable)
+]
 Title = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 
 

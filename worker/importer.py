@@ -32,7 +32,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from events.fields import DATE_RE, SLUG_RE, slugify
+from events.fields import DATE_RE, MAX_ID_LENGTH, SLUG_RE, slugify
 from events.schemas import Event, EventError, parse_event
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ VIDEO_COLUMNS = ("video_id", "channel_or_creator", "date_posted", "snapshot_date
 """Columns a video CSV must have; a missing count column counts as 0, like an empty cell,
 and the import says which were missing."""
 
-MAX_ID_LENGTH = 200
-"""Longest ``performance_id`` an event may carry; a longer derived one is hashed."""
 
 COUNT_COLUMNS = ("views", "likes", "comments", "shares", "bookmarks", "new_followers")
 """The cumulative counts of a video snapshot."""
