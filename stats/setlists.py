@@ -133,15 +133,15 @@ class SetlistStore:
                 result += ApplyResult(int(reply[0]), int(reply[1]))
         return result
 
-    def roll(self, vertical: str, today: dt.date) -> None:
-        """Move the windowed counters of ``vertical`` forward to ``today`` (no event applied)."""
+    def roll(self, vertical: str, today: dt.date) -> dt.date:
+        """Move the windowed counters of ``vertical`` forward to ``today`` (no event
+        applied); the day they are kept for afterwards, which stays a later one."""
+        vkeys = self.keys(vertical)
         try:
-            script(self.client, "setlist_apply")(
-                keys=list(self.keys(vertical)),
-                args=apply_head(today),
-            )
+            script(self.client, "setlist_apply")(keys=list(vkeys), args=apply_head(today))
         except ResponseError as exc:
             raise _script_error(vertical, exc) from None
+        return dt.date.fromisoformat(self.client.hget(vkeys.meta, "today"))
 
     def verticals(self) -> list[str]:
         """Every vertical with state, sorted."""

@@ -15,7 +15,9 @@ from stats import keys
 from stats.keys import BUSTOUT_INDEX_DAYS
 from stats.setlists import ApplyResult, SetlistStore, UnknownVertical, trend_lines
 from tests.conftest import Backend
+from tests.log_support import as_current, make_conns
 from tests.setlist_oracle import SetlistOracle, check_all_reads, dump, recorded, retracted
+from worker import cli
 
 D = dt.date(2024, 3, 10)
 """The clock of most tests."""
@@ -430,6 +432,29 @@ def test_day_roll(store: SetlistStore, backend: Backend, how: str) -> None:
     store.roll(V, D)
     assert backend.client.hget(store.keys(V).meta, "today") == later.isoformat()
     check_all_reads(store, oracle, V, later)
+
+
+def test_roll_command_says_which_verticals_it_moved(
+    backend: Backend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A clock behind the counters' day moves nothing, and the command says so."""
+    early = make_conns(backend, f"sqlite:///{tmp_path / 'log.db'}", today=D)
+    early.setlists.apply([recorded("p1", "a", "s1", "2024-01-01")], D)
+    later = D + dt.timedelta(days=3)
+    early.setlists.apply([recorded("p2", "a", "s2", "2024-01-02", vertical="other")], later)
+    with as_current(early, monkeypatch):
+        assert cli.main(["roll"]) == 0
+    told = capsys.readouterr().err.strip().splitlines()
+    assert told == [
+        f"rolled 1 vertical(s) to {D.isoformat()}",
+        f"1 vertical(s) left at a later day (up to {later.isoformat()}): counters never move back",
+    ], told
+    assert early.setlists.roll("other", D) == later
+    assert early.setlists.roll(V, later) == later
+    assert backend.client.hget(early.setlists.keys(V).meta, "today") == later.isoformat()
 
 
 def test_clock_jump_of_more_than_a_year(store: SetlistStore, backend: Backend) -> None:

@@ -116,9 +116,17 @@ def cmd_roll(args: argparse.Namespace) -> int:
     while True:
         today = conns.settings.current_date()
         verticals = conns.setlists.verticals()
-        for vertical in verticals:
-            conns.setlists.roll(vertical, today)
-        print(f"rolled {len(verticals)} vertical(s) to {today.isoformat()}", file=sys.stderr)
+        kept = [day for day in (conns.setlists.roll(v, today) for v in verticals) if day > today]
+        print(
+            f"rolled {len(verticals) - len(kept)} vertical(s) to {today.isoformat()}",
+            file=sys.stderr,
+        )
+        if kept:
+            print(
+                f"{len(kept)} vertical(s) left at a later day (up to {max(kept).isoformat()}): "
+                "counters never move back",
+                file=sys.stderr,
+            )
         every = getattr(args, "every", None)  # absent when a caller builds its own Namespace
         if not every:
             return 0
