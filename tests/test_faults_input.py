@@ -731,6 +731,25 @@ def test_a_port_outside_0_to_65535_is_refused(capsys: pytest.CaptureFixture[str]
     assert "'99999' is not a port (0-65535)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("host", "shown"), [("0.0.0.0", "0.0.0.0"), ("::1", "[::1]")])
+def test_the_api_says_where_it_serves(
+    host: str, shown: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    served: list[tuple[str, int]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **_: served.append((host, port)))
+    monkeypatch.setenv("STATSWORKER_REDIS_URL", "memory://")
+    monkeypatch.setattr(context, "_current", None)
+    cli.get_settings.cache_clear()
+    try:
+        assert cli.main(["api", "--host", host, "--port", "8123"]) == 0
+    finally:
+        cli.get_settings.cache_clear()
+    assert served == [(host, 8123)]
+    assert f"statsworker api: serving on http://{shown}:8123" in capsys.readouterr().err
+
+
 class _KeepingQueue:
     """Takes jobs and keeps them."""
 

@@ -104,6 +104,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api_stub.app import create_app
 
     app = create_app(_connections())
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"statsworker api: serving on http://{host}:{args.port}", file=sys.stderr)
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info"
     )
@@ -182,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("api", help="serve the HTTP read API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on (%(default)s)")
     p.set_defaults(handler=cmd_api)
 
     p = sub.add_parser("roll", help="move windowed counters of every vertical to today")
