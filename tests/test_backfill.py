@@ -310,3 +310,25 @@ def test_a_database_that_is_not_a_site_is_refused(
         assert cli.main(["backfill", "--from-db", f"sqlite:///{other}"]) == 2
     assert "neither a setlist site's tables" in capsys.readouterr().err
     assert publishing.event_log(conns).count() == 0
+    # A path that names no file is said so, and not created as an empty database.
+    missing = tmp_path / "typo.db"
+    with as_current(conns, monkeypatch):
+        assert cli.main(["backfill", "--from-db", f"sqlite:///{missing}"]) == 2
+    assert capsys.readouterr().err.strip() == f"statsworker: sqlite:///{missing}: no such file"
+    assert not missing.exists()
+
+
+def test_the_progress_rate_is_the_average_since_the_start() -> None:
+    """What the summary line gives, not rich's estimate over the last few updates."""
+    from types import SimpleNamespace
+
+    from worker.log_commands import RateColumn
+
+    def shown(**task: Any) -> str:
+        return RateColumn().render(SimpleNamespace(**task)).plain  # type: ignore[arg-type]
+
+    running = {"finished": False, "finished_time": None, "speed": 50.0, "finished_speed": None}
+    assert shown(**running, elapsed=4.0, completed=10_000) == "2,500 rows/s"
+    done = {"finished": True, "elapsed": 9.0, "speed": 50.0, "finished_speed": 50.0}
+    assert shown(**done, finished_time=8.0, completed=10_000) == "1,250 rows/s"
+    assert shown(**running, elapsed=0.0, completed=0) == "- rows/s"

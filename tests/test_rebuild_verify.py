@@ -39,7 +39,7 @@ from worker.eventlog import PerformanceRow, setlist_fields
 from worker.read_ahead import prefetch
 from worker.rebuild import Rebuilder
 from worker.runner import failed_jobs, run_worker
-from worker.verify import Drift, verify
+from worker.verify import Drift, Verifier, verify
 
 SONGS = ["song-00", "song-03", "song-17", "song-39", "no-such-song"]
 """Songs whose ``/analytics/songs`` answer is compared (one of them never played)."""
@@ -98,6 +98,13 @@ def test_rebuild_after_losing_redis_answers_every_route_as_before(
         capsys.readouterr()
         assert cli.main(["verify"]) == 0
         assert capsys.readouterr().out == ""
+        ticks: list[int] = []
+        verifier = Verifier(conns, publishing.event_log(conns))
+        assert verifier.run(progress=ticks.append) == []
+        verticals, creators = verifier.scopes(None, None)
+        assert (verticals, creators) == (conns.setlists.verticals(), conns.videos.creators())
+        assert ticks == [1] * (len(verticals) + len(creators)) and len(ticks) >= 4
+        assert verifier.scopes("band-a", None) == (["band-a"], [])
 
         vkeys = keys.vertical_keys(conns.settings.key_prefix, "band-b")
         total, title = conns.state.hget(vkeys.songs, "song-03").split("\x1f")

@@ -270,7 +270,7 @@ def backfill(
         report = BackfillReport()
         published = publisher.publish(site_events(engine, found, report, progress))
         report.published, report.jobs = published.accepted, published.jobs
-        log.info(
+        log.debug(
             "backfilled %d of %d row(s) from %s; %d reported",
             report.published,
             report.rows,

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -28,21 +29,30 @@ log = logging.getLogger(__name__)
 
 
 class RateColumn(ProgressColumn):
-    """Rows per second."""
+    """Units (rows) per second since the start (the average, as the command's summary gives it;
+    rich's own estimate over its last few updates jumps with the size of each update)."""
+
+    def __init__(self, unit: str = "rows") -> None:
+        super().__init__()
+        self.unit = unit
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="progress.data.speed")
+        elapsed = task.finished_time if task.finished else task.elapsed
+        speed = task.completed / elapsed if elapsed else None
+        shown = f"{speed:,.0f}" if speed else "-"
+        return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
 
 
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    description: str, total: int, unit: str = "rows"
+) -> Iterator[Callable[[int], None]]:
     """A progress bar on standard error with count, rate and ETA; yields ``advance(n)``."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        RateColumn(),
+        RateColumn(unit),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -130,13 +140,17 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Recompute every figure from the log and compare it with Redis; exit 1 on drift."""
-    from worker.verify import verify
+    from worker.verify import Verifier
 
     conns = _conns()
     eventlog = _open_log(conns)
     if eventlog is None:
         return 2
-    drifts = verify(conns, eventlog, args.vertical, args.creator)
+    verifier = Verifier(conns, eventlog)
+    verticals, creators = verifier.scopes(args.vertical, args.creator)
+    total = len(verticals) + len(creators)
+    with progress_bar("verifying verticals and creators", total, unit="names") as advance:
+        drifts = verifier.run(args.vertical, args.creator, progress=advance)
     for drift in drifts:
         print(drift)
     if drifts:
@@ -156,7 +170,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     conns = _conns()
     if _open_log(conns) is None:
         return 2
-    engine = sa.create_engine(args.from_db)
+    url = sa.engine.make_url(args.from_db)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).is_file():
+        print(f"statsworker: {args.from_db}: no such file", file=sys.stderr)
+        return 2  # SQLite would create an empty database there
+    engine = sa.create_engine(url)
     try:
         try:
             total = count_rows(engine, kinds(engine))

@@ -171,7 +171,7 @@ class Rebuilder:
         finally:
             self.client.hdel(keys.rebuilds_key(self.prefix), self.token)
         report.seconds = time.perf_counter() - started
-        log.info(
+        log.debug(
             "rebuilt %d vertical(s) and %d creator(s) from %d event(s) in %.2f s (%.0f/s)",
             report.verticals,
             report.creators,

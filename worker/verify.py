@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +98,23 @@ class Verifier:
     def _zset(self, key: str) -> dict[str, str]:
         return {m: _score(s) for m, s in self.client.zscan_iter(key, count=5000)}
 
-    def run(self, vertical: str | None = None, creator: str | None = None) -> list[Drift]:
-        """Every difference, for one vertical, one creator or (neither given) everything."""
+    def scopes(self, vertical: str | None, creator: str | None) -> tuple[list[str], list[str]]:
+        """The verticals and creators :meth:`run` compares: the one named, or (neither
+        given) every one that the log or Redis knows."""
+        if vertical is None and creator is None:
+            verticals = set(self.eventlog.verticals()) | set(self.conns.setlists.verticals())
+            creators = set(self.eventlog.creators()) | set(self.conns.videos.creators())
+            return sorted(verticals), sorted(creators)
+        return ([vertical] if vertical else []), ([creator] if creator else [])
+
+    def run(
+        self,
+        vertical: str | None = None,
+        creator: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Drift]:
+        """Every difference, for one vertical, one creator or (neither given) everything;
+        ``progress(1)`` after each vertical and creator."""
         drifts: list[Drift] = []
         if vertical is None and creator is None:
             drifts += self._registry(
@@ -112,17 +127,12 @@ class Verifier:
                 self.eventlog.creators(),
                 self.conns.videos.creators(),
             )
-            verticals = sorted(
-                set(self.eventlog.verticals()) | set(self.conns.setlists.verticals())
-            )
-            creators = sorted(set(self.eventlog.creators()) | set(self.conns.videos.creators()))
-        else:
-            verticals = [vertical] if vertical else []
-            creators = [creator] if creator else []
-        for name in verticals:
-            drifts += self.vertical(name)
-        for name in creators:
-            drifts += self.creator(name)
+        verticals, creators = self.scopes(vertical, creator)
+        for check, names in ((self.vertical, verticals), (self.creator, creators)):
+            for name in names:
+                drifts += check(name)
+                if progress is not None:
+                    progress(1)
         return drifts
 
     def _registry(self, key: str, logged: Iterable[str], live: Iterable[str]) -> list[Drift]:
