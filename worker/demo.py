@@ -93,7 +93,8 @@ class DemoResult:
     jobs: int
     seconds: float
     source: str
-    skipped: list[EventError] = field(default_factory=list)
+    skipped: dict[str, list[EventError]] = field(default_factory=dict)
+    """Rows skipped, by the name of their file."""
     failed_jobs: int = 0
     bands: list[BandReport] = field(default_factory=list)
     creators: list[CreatorReport] = field(default_factory=list)
@@ -106,22 +107,23 @@ class _Input:
     names: dict[str, str]
     today: dt.date
     source: str
-    skipped: list[EventError]
+    skipped: dict[str, list[EventError]]
 
 
 def _from_csv(setlists: Path | None, vertical: str | None, videos: Path | None) -> _Input:
     from worker.importer import setlist_events, video_events
 
     events: list[Event] = []
-    skipped: list[EventError] = []
+    skipped: dict[str, list[EventError]] = {}
     names: list[str] = []
     if setlists is not None and vertical is not None:
         with setlists.open(encoding="utf-8-sig", newline="") as stream:
-            events.extend(setlist_events(stream, vertical, skipped))
+            events.extend(setlist_events(stream, vertical, skipped.setdefault(setlists.name, [])))
         names.append(setlists.name)
     if videos is not None:
         path = videos
-        events.extend(video_events(lambda: path.open(encoding="utf-8-sig", newline=""), skipped))
+        rows = skipped.setdefault(videos.name, [])
+        events.extend(video_events(lambda: path.open(encoding="utf-8-sig", newline=""), rows))
         names.append(videos.name)
     shows = [e.show_date for e in events if isinstance(e, PerformanceRecorded)]
     last = max(shows) if shows else max((e.occurred_at.date() for e in events), default=None)
@@ -134,7 +136,7 @@ def _generated(seed: int) -> _Input:
     from worker.generator import generate
 
     data = generate(seed)
-    return _Input(data.events, data.names, data.today, f"generated data (seed {seed})", [])
+    return _Input(data.events, data.names, data.today, f"generated data (seed {seed})", {})
 
 
 def embedded_connections(workdir: Path, today: dt.date) -> Connections:

@@ -154,8 +154,12 @@ def render(result: DemoResult, out: Console) -> None:
         f"last day of the data.",
         highlight=False,
     )
-    if result.skipped:
-        out.print(f"[yellow]{len(result.skipped)} row(s) skipped[/], first: {result.skipped[0]}")
+    for name, skipped in result.skipped.items():
+        if skipped:
+            out.print(
+                f"[yellow]{len(skipped)} row(s) of {name} skipped[/], first: {skipped[0]}",
+                highlight=False,
+            )
     if result.failed_jobs:
         out.print(f"[red]{result.failed_jobs} job(s) failed[/]: see `statsworker failed`")
     if result.bands:
