@@ -44,7 +44,7 @@ from tests.faults_support import (
     queue_state,
     wait_drained,
 )
-from worker import context, runner
+from worker import cli, context, runner
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import make_publisher
 from worker.reaper import DEAD_AFTER, STRANDED_AFTER, Reaper
@@ -305,14 +305,35 @@ def test_a_worker_that_stops_on_an_error_starts_again_and_a_burst_one_gives_up(
 
     monkeypatch.setattr(SimpleWorker, "dequeue_job_and_maintain_ttl", dequeue)
     job_id = enqueue_one(conns)
-    assert run_worker(conns, burst=True, with_scheduler=False)  # RQ alone would stop here
+    enqueue_one(conns)
+    tally = runner.Tally()
+    assert run_worker(conns, burst=True, with_scheduler=False, tally=tally)  # RQ alone stops
     assert not Job.exists(job_id, connection=conns.raw) and conns.queue.count == 0
+    assert tally.jobs_done == 2  # counted across the restart
 
     refusals[0] = 3  # one more than the tries: the burst worker says so
     enqueue_one(conns)
     with pytest.raises(WorkerFailed, match="ResponseError: OOM command not allowed"):
         run_worker(conns, burst=True, with_scheduler=False)
     assert refusals == [0] and conns.queue.count == 1
+
+
+def test_a_burst_worker_says_what_it_did(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conns = rq_conns
+    for _ in range(3):
+        enqueue_one(conns)
+    bad = conns.queue.enqueue_call("worker.jobs.no_such_function", result_ttl=0)
+    context.set_current(conns)
+    monkeypatch.setattr(cli, "_connections", lambda: conns)
+    assert cli.main(["worker", "--burst"]) == 0
+    told = capsys.readouterr().err.strip().splitlines()[-1]
+    assert told == (
+        "worker: queue drained; 3 job(s) applied by this worker; "
+        "1 failed job(s): see `statsworker failed`"
+    ), told
+    assert bad.id in {job_id for job_id, _ in failed_jobs(conns)}
 
 
 def test_a_refused_heartbeat_or_end_restarts_the_worker_and_a_stop_in_the_pause_ends_it(

@@ -86,14 +86,22 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker on the queue."""
-    from worker.runner import WorkerFailed, run_worker
+    from worker.runner import Tally, WorkerFailed, failed_job_count, run_worker
 
     conns = _connections()
+    tally = Tally()
     try:
-        run_worker(conns, burst=args.burst, with_scheduler=not args.burst)
+        run_worker(conns, burst=args.burst, with_scheduler=not args.burst, tally=tally)
     except WorkerFailed as exc:
         print(f"statsworker: the worker kept stopping on an error: {exc}", file=sys.stderr)
         return 1
+    if args.burst:
+        failed = failed_job_count(conns)
+        print(
+            f"worker: queue drained; {tally.jobs_done} job(s) applied by this worker"
+            + (f"; {failed} failed job(s): see `statsworker failed`" if failed else ""),
+            file=sys.stderr,
+        )
     return 0
 
 

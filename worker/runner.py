@@ -7,6 +7,7 @@ import math
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -130,6 +131,9 @@ class StatsWorker(SimpleWorker):
     began = False
     """Whether the worker registered and started its loop."""
 
+    jobs_done = 0
+    """Jobs this worker ran to success."""
+
     def __init__(self, *args: Any, guard: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
@@ -217,6 +221,11 @@ class StatsWorker(SimpleWorker):
         self.failure = None
         return done
 
+    def handle_job_success(self, *args: Any, **kwargs: Any) -> Any:
+        done = super().handle_job_success(*args, **kwargs)
+        self.jobs_done += 1
+        return done
+
     def reap(self) -> list[str]:
         """Requeue the orphaned jobs of every queue of this worker; returns their ids."""
         requeued: list[str] = []
@@ -268,7 +277,16 @@ def make_worker(conns: Connections) -> StatsWorker:
     )
 
 
-def run_worker(conns: Connections, burst: bool, with_scheduler: bool = True) -> bool:
+@dataclass
+class Tally:
+    """What a worker did, over all its restarts."""
+
+    jobs_done: int = 0
+
+
+def run_worker(
+    conns: Connections, burst: bool, with_scheduler: bool = True, tally: Tally | None = None
+) -> bool:
     """Run a worker until stopped (or, with ``burst``, until the queue is empty).
 
     RQ's loop quits on any error of its own commands (a Redis out of memory refusing a
@@ -278,9 +296,10 @@ def run_worker(conns: Connections, burst: bool, with_scheduler: bool = True) -> 
     that dead workers hold (see :func:`_drain_orphans`).
 
     Returns:
-        Whether any job was run.
+        Whether any job was run (``tally``, when given, counts them).
     """
     context.set_current(conns)
+    tally = tally if tally is not None else Tally()
     in_memory = conns.settings.redis_url.startswith(MEMORY_URL)
     sweeper = start_sweeper(conns, burst)  # queue what the log holds but the queue never got
 
@@ -302,6 +321,8 @@ def run_worker(conns: Connections, burst: bool, with_scheduler: bool = True) -> 
                 if not worker.began and tries == 0:
                     raise  # Redis unusable from the first: the command says so and ends
                 worker.failure = exc
+            finally:
+                tally.jobs_done += worker.jobs_done
             if worker._stop_requested:
                 stopped.set()
             if worker.failure is None or stopped.is_set():
@@ -355,6 +376,11 @@ def _drain_orphans(conns: Connections, run: Any, stopped: threading.Event) -> bo
         else:
             time.sleep(HEARTBEAT_INTERVAL / 2)
     return worked
+
+
+def failed_job_count(conns: Connections) -> int:
+    """Jobs in the queue's failed registry."""
+    return FailedJobRegistry(queue=conns.queue).count
 
 
 def failed_jobs(conns: Connections) -> list[tuple[str, str]]:
