@@ -32,7 +32,7 @@ from api_stub.app import create_app
 from events import publisher as publisher_module
 from events.fields import Timestamp
 from events.publisher import Publisher, job_queue
-from events.schemas import parse_event
+from events.schemas import Event, parse_event
 from events.wire import record_of
 from tests.conftest import Backend
 from tests.log_support import (
@@ -196,6 +196,35 @@ def test_a_command_on_an_unmigrated_log_says_so_in_one_line(
         cli.get_settings.cache_clear()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "statsworker migrate" in err[0], err
+
+
+def test_appends_of_overlapping_events_at_once_all_succeed(log_url: str) -> None:
+    """Two publishers logging the same events at the same moment, in opposite orders
+    (a retry racing its first attempt, two ingest replicas), both commit."""
+    events = random_stream(seed=5, performances=1200, videos=40)
+    log = EventLog(log_url)
+    failures: list[str] = []
+    for rnd in range(4):
+        part = events[rnd * 300 : (rnd + 1) * 300]
+        barrier = threading.Barrier(2)
+
+        def append(batch: list[Event], barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                log.append(batch)
+            except Exception as exc:  # every failure is reported
+                failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+        threads = [threading.Thread(target=append, args=(b,)) for b in (part, part[::-1])]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    try:
+        assert failures == []
+        assert log.count() == len({e.event_id for e in events[:1200]})
+    finally:
+        log.dispose()
 
 
 def test_storing_is_idempotent_on_event_id_and_keeps_every_column(log_url: str) -> None:

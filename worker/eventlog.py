@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -237,6 +238,9 @@ def sqlite_file(url: sa.URL) -> str | None:
     return database
 
 
+_event_id = operator.itemgetter(COLUMNS.index("event_id"))
+
+
 class EventLog:
     """The event log in a SQL database (SQLAlchemy 2): append, mark, read back."""
 
@@ -319,6 +323,13 @@ class EventLog:
             driver_row(event, body, now, sqlite_times)
             for event, body in zip(events, bodies, strict=True)
         ]
+        if not sqlite_times:
+            # In event_id order, so that two appends of overlapping events take the
+            # unique index's locks in one order: in their own orders, each could wait
+            # for an id the other inserted first, and PostgreSQL would abort one of them
+            # as a deadlock (4 of 5 times for 400 events sent both ways at once).
+            # SQLite lets one writer in at a time.
+            rows.sort(key=_event_id)
         mark = "?" if sqlite_times else "%s"
         with self.engine.begin() as conn:
             batch = conn.exec_driver_sql(
