@@ -309,7 +309,7 @@ def test_a_worker_that_stops_on_an_error_starts_again_and_a_burst_one_gives_up(
     tally = runner.Tally()
     assert run_worker(conns, burst=True, with_scheduler=False, tally=tally)  # RQ alone stops
     assert not Job.exists(job_id, connection=conns.raw) and conns.queue.count == 0
-    assert tally.jobs_done == 2  # counted across the restart
+    assert tally == runner.Tally(jobs_done=2, stopped=False)  # counted across the restart
 
     refusals[0] = 3  # one more than the tries: the burst worker says so
     enqueue_one(conns)
@@ -377,8 +377,10 @@ def test_a_refused_heartbeat_or_end_restarts_the_worker_and_a_stop_in_the_pause_
     monkeypatch.setattr(SimpleWorker, "dequeue_job_and_maintain_ttl", refuse_dequeue)
     monkeypatch.setattr(runner.time, "sleep", stop_in_pause)
     waiting = enqueue_one(conns)
-    assert run_worker(conns, burst=True, with_scheduler=False) is False
+    tally = runner.Tally()
+    assert run_worker(conns, burst=True, with_scheduler=False, tally=tally) is False
     assert conns.queue.get_job_ids() == [waiting]
+    assert tally == runner.Tally(jobs_done=0, stopped=True)  # told as stopped, not drained
 
 
 def test_a_step_that_succeeds_clears_the_failure_of_one_before_it(

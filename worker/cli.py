@@ -98,7 +98,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.burst:
         failed = failed_job_count(conns)
         print(
-            f"worker: queue drained; {tally.jobs_done} job(s) applied by this worker"
+            f"worker: {'stopped' if tally.stopped else 'queue drained'}; "
+            f"{tally.jobs_done} job(s) applied by this worker"
             + (f"; {failed} failed job(s): see `statsworker failed`" if failed else ""),
             file=sys.stderr,
         )

@@ -282,6 +282,8 @@ class Tally:
     """What a worker did, over all its restarts."""
 
     jobs_done: int = 0
+    stopped: bool = False
+    """Whether a stop (SIGTERM, Ctrl-C) ended it."""
 
 
 def run_worker(
@@ -340,8 +342,10 @@ def run_worker(
         worked = run()
         if burst and not in_memory and not stopped.is_set():
             worked |= _drain_orphans(conns, run, stopped)
+        tally.stopped = stopped.is_set()
         return worked
     except StopRequested:  # SIGTERM or Ctrl-C between two runs: nothing is half done
+        tally.stopped = True
         return False
     finally:
         if sweeper is not None:
