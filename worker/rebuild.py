@@ -115,6 +115,18 @@ def _switch(
     client.unlink(*old)
 
 
+def scopes(
+    conns: Connections, eventlog: EventLog, vertical: str | None, creator: str | None
+) -> tuple[list[str], list[str]]:
+    """The verticals and creators a rebuild or verify covers: the one named, or (neither
+    given) every one that the log or Redis knows, sorted."""
+    if vertical is not None or creator is not None:
+        return ([vertical] if vertical else []), ([creator] if creator else [])
+    verticals = set(eventlog.verticals()) | set(conns.setlists.verticals())
+    creators = set(eventlog.creators()) | set(conns.videos.creators())
+    return sorted(verticals), sorted(creators)
+
+
 class Rebuilder:
     """Rebuilds the state behind ``conns`` from ``eventlog``."""
 
@@ -141,12 +153,8 @@ class Rebuilder:
         return today
 
     def scopes(self, vertical: str | None, creator: str | None) -> tuple[list[str], list[str]]:
-        """The verticals and creators to rebuild: named ones, or every one logged or live."""
-        if vertical is not None or creator is not None:
-            return ([vertical] if vertical else []), ([creator] if creator else [])
-        verticals = set(self.eventlog.verticals()) | set(self.conns.setlists.verticals())
-        creators = set(self.eventlog.creators()) | set(self.conns.videos.creators())
-        return sorted(verticals), sorted(creators)
+        """The verticals and creators to rebuild (:func:`scopes`)."""
+        return scopes(self.conns, self.eventlog, vertical, creator)
 
     def total(self, verticals: list[str], creators: list[str], everything: bool) -> int:
         """Log rows the rebuild will read (for the progress bar)."""

@@ -22,6 +22,7 @@ from stats import keys
 from worker import verify_sql as q
 from worker.connections import Connections
 from worker.eventlog import EventLog
+from worker.rebuild import scopes
 from worker.rebuild_setlists import song_dates, trend_line
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,8 @@ class Verifier:
         return {m: _score(s) for m, s in self.client.zscan_iter(key, count=5000)}
 
     def scopes(self, vertical: str | None, creator: str | None) -> tuple[list[str], list[str]]:
-        """The verticals and creators :meth:`run` compares: the one named, or (neither
-        given) every one that the log or Redis knows."""
-        if vertical is None and creator is None:
-            verticals = set(self.eventlog.verticals()) | set(self.conns.setlists.verticals())
-            creators = set(self.eventlog.creators()) | set(self.conns.videos.creators())
-            return sorted(verticals), sorted(creators)
-        return ([vertical] if vertical else []), ([creator] if creator else [])
+        """The verticals and creators :meth:`run` compares (:func:`worker.rebuild.scopes`)."""
+        return scopes(self.conns, self.eventlog, vertical, creator)
 
     def run(
         self,
