@@ -332,3 +332,24 @@ def test_the_progress_rate_is_the_average_since_the_start() -> None:
     done = {"finished": True, "elapsed": 9.0, "speed": 50.0, "finished_speed": 50.0}
     assert shown(**done, finished_time=8.0, completed=10_000) == "1,250 rows/s"
     assert shown(**running, elapsed=0.0, completed=0) == "- rows/s"
+
+
+def test_the_progress_total_follows_a_count_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log that grows while a rebuild reads it: the bar never shows 3313/3178."""
+    from rich.progress import Progress
+
+    from worker import log_commands
+
+    seen: list[tuple[float, float | None]] = []
+    real_update = Progress.update
+
+    def update(self: Progress, task: Any, **kwargs: Any) -> None:
+        real_update(self, task, **kwargs)
+        shown = self.tasks[0]
+        seen.append((shown.completed, shown.total))
+
+    monkeypatch.setattr(Progress, "update", update)
+    with log_commands.progress_bar("replaying", 10) as advance:
+        advance(6)
+        advance(6)
+    assert seen[-2:] == [(6, 10), (12, 12)]

@@ -47,7 +47,8 @@ class RateColumn(ProgressColumn):
 def progress_bar(
     description: str, total: int, unit: str = "rows"
 ) -> Iterator[Callable[[int], None]]:
-    """A progress bar on standard error with count, rate and ETA; yields ``advance(n)``."""
+    """A progress bar on standard error with count, rate and ETA; yields ``advance(n)``.
+    Past ``total`` (a log that grew while it was read) the total follows the count."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -59,7 +60,14 @@ def progress_bar(
     )
     with Progress(*columns, console=Console(stderr=True)) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            progress.update(task, advance=n, total=max(total, done))
+
+        yield advance
 
 
 def _slug(value: str) -> str:
