@@ -322,13 +322,24 @@ def without_bom(line: str | bytes) -> str | bytes:
     return line.removeprefix("\ufeff")
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(text: str | bytes) -> Any:
+    """Decode JSON (RFC 8259): unlike :func:`json.loads`, ``NaN`` and ``Infinity`` are
+    refused, as the JSON they are not (``json.loads`` calls the hook for those words
+    only, so valid input costs nothing more)."""
+    return json.loads(text, parse_constant=_not_json)
+
+
 def parse_json_line(line: str | bytes, lineno: int) -> Any:
     """Decode one JSON Lines line; errors are named ``line N``. A byte order mark before
     the first line (editors on Windows write one) is not part of it."""
     if lineno == 1:
         line = without_bom(line)
     try:
-        return json.loads(line)
+        return loads(line)
     except (ValueError, RecursionError) as exc:
         raise EventError(f"line {lineno}", f"not valid JSON ({exc})") from None
 

@@ -21,8 +21,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 import stats.keys
+from api_stub import app as app_module
 from api_stub.app import create_app
-from events.schemas import parse_event
+from events.schemas import EventError, parse_event, parse_json_line
 from events.wire import record_of
 from stats.settings import Settings
 from tests.faults_support import TODAY, FaultEnv, free_port
@@ -99,6 +100,69 @@ def test_request_bodies_over_the_limit_are_refused_unread(tmp_path: Path) -> Non
     assert len(conns.queue) == 0
     small = json.dumps(events[:2]).encode()
     assert client.post("/events", content=small).status_code == 202
+
+
+def test_more_events_than_a_request_may_carry_are_refused_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "MAX_EVENTS_PER_REQUEST", 3)
+    conns = memory_conns(tmp_path)
+    client = TestClient(create_app(conns))
+    events = [{**EVENT, "event_id": f"e{i}", "performance_id": f"p{i}"} for i in range(4)]
+    answer = client.post("/events", content=json.dumps(events))
+    assert answer.status_code == 413, answer.text
+    assert answer.json() == {"detail": "4 events in one request: at most 3; send them in several"}
+    assert len(conns.queue) == 0
+    assert client.post("/events", content=json.dumps(events[:3])).status_code == 202
+
+
+def test_an_event_id_json_cannot_encode_is_rejected_with_an_answer(tmp_path: Path) -> None:
+    """JSON's escape of a lone surrogate decodes to a str that UTF-8 cannot carry: the
+    rejection names it by its escape instead of failing the whole answer."""
+    conns = memory_conns(tmp_path)
+    client = TestClient(create_app(conns))
+    bad = json.dumps({**EVENT, "event_id": "\ud800x", "performance_id": "p2"})
+    assert '"\\ud800x"' in bad  # the JSON escape
+    answer = client.post("/events", content=f"[{json.dumps(EVENT)}, {bad}]")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == ["e1"]
+    (rejection,) = answer.json()["rejected"]
+    assert rejection["index"] == 1 and rejection["event_id"] == "\\ud800x", rejection
+    assert rejection["error"].startswith("event_id"), rejection
+
+
+def test_a_body_is_decoded_and_validated_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Megabytes of JSON decoded on the loop would hold up every other request."""
+    import asyncio
+
+    on_loop: list[bool] = []
+    real = app_module.parse_event
+
+    def parse(obj: Any, where: str | None = None) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop runs in this thread
+            on_loop.append(False)
+        return real(obj, where)
+
+    monkeypatch.setattr(app_module, "parse_event", parse)
+    client = TestClient(create_app(memory_conns(tmp_path)))
+    assert client.post("/events", content=json.dumps([EVENT, EVENT])).status_code == 202
+    assert on_loop == [False, False]
+
+
+@pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(tmp_path: Path, word: str) -> None:
+    client = TestClient(create_app(memory_conns(tmp_path)))
+    body = json.dumps({**EVENT, "position": 1}).replace('"position": 1', f'"position": {word}')
+    answer = client.post("/events", content=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == {"detail": f"body is not valid JSON: {word} is not a JSON number"}
+    with pytest.raises(EventError, match=f"line 1: not valid JSON .{word} is not a JSON number"):
+        parse_json_line(body, 1)
 
 
 # -- reads: parameters never reach a key unvalidated ------------------------------------
