@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,31 @@ def test_health_tries_a_lost_redis_once_where_the_state_client_retries(
     with pytest.raises(redis.ConnectionError):
         conns.state.ping()
     assert len(attempts) == 1 + 1 + CLIENT_RETRIES
+
+
+def test_health_checks_at_once_all_reach_a_live_redis(tmp_path: Path) -> None:
+    """A busy API answers many health checks at once: none may call Redis down."""
+    settings = Settings(
+        redis_url=REAL_REDIS_URL, database_url=f"sqlite:///{tmp_path / 'log.db'}", today=TODAY
+    )
+    probe = Connections.from_settings(settings).probe()
+    barrier = threading.Barrier(12)
+    failures: list[str] = []
+
+    def check() -> None:
+        barrier.wait()
+        for _ in range(20):
+            try:
+                probe.ping()
+            except redis.RedisError as exc:
+                failures.append(str(exc))
+
+    threads = [threading.Thread(target=check) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 def test_health_reports_an_unreachable_database(backend: Backend, tmp_path: Path) -> None:

@@ -64,6 +64,9 @@ itself answers BUSY to every other client after 5 s of one script)."""
 CONNECT_TIMEOUT_SECONDS = 5.0
 """Longest a client waits to connect before it retries."""
 
+PROBE_CONNECTIONS = 4
+"""Connections of the health check's own client (``Connections.probe``)."""
+
 PROBE_TIMEOUT_SECONDS = 1.0
 """Longest ``GET /health`` waits to connect to Redis and for its PING, trying once: a
 health check (docker-compose gives it 3 s) gets its answer rather than a timeout."""
@@ -174,9 +177,15 @@ class Connections:
                     "retry": Retry(NoBackoff(), 0),
                     "retry_on_error": [],
                 }
+                # Blocking: health checks at once wait their turn for a connection
+                # (within the timeout) where a plain pool of two refused the third
+                # ("Too many connections") and the API called a healthy Redis down.
                 client = redis.Redis(
-                    connection_pool=redis.ConnectionPool(
-                        connection_class=pool.connection_class, max_connections=2, **kwargs
+                    connection_pool=redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+                        connection_class=pool.connection_class,
+                        max_connections=PROBE_CONNECTIONS,
+                        timeout=PROBE_TIMEOUT_SECONDS,
+                        **kwargs,
                     )
                 )
             self._probe = client
