@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 from fastapi import Path, Query, Request
@@ -33,12 +34,31 @@ def blank_is_absent(value: Any) -> Any:
     return None if value == "" else value
 
 
+_WHOLE = re.compile(r"-?[0-9]+", re.ASCII)
+
+
+def whole_number(value: Any) -> Any:
+    """A whole-number parameter as digits only (a minus sign allowed, for the range check
+    to name): pydantic's lax mode would take ``+5``, `` 5``, ``5.0`` and ``1_0`` (ten)."""
+    if isinstance(value, str) and not _WHOLE.fullmatch(value):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+def optional_whole(value: Any) -> Any:
+    """:func:`whole_number`, or empty for not given."""
+    value = blank_is_absent(value)
+    return None if value is None else whole_number(value)
+
+
 def optional_date(value: Any) -> dt.date | None:
     """A date parameter: ``YYYY-MM-DD`` as events write dates, or empty for none."""
     value = blank_is_absent(value)
     return None if value is None else strict_date(value)
 
 
+Whole = BeforeValidator(whole_number)
+"""Put in the ``Annotated`` of every integer query parameter."""
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, description="a slug")]
 DateQuery = Annotated[dt.date | None, BeforeValidator(optional_date)]
 """An optional ``YYYY-MM-DD`` query parameter; empty means not given."""

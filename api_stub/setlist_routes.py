@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter
 
-from api_stub.deps import AsOf, SlugPath, blank_is_absent, connections, resolve_as_of
+from api_stub.deps import AsOf, SlugPath, Whole, connections, optional_whole, resolve_as_of
 from stats.setlist_models import (
     Bustouts,
     Debuts,
@@ -28,8 +28,8 @@ from worker.connections import Connections
 
 router = APIRouter(prefix="/analytics", tags=["setlists"])
 Conns = Annotated[Connections, Depends(connections)]
-Limit = Annotated[int, Query(ge=1, le=200)]
-Days = Annotated[int, Query(ge=1, le=100_000)]
+Limit = Annotated[int, Whole, Query(ge=1, le=200)]
+Days = Annotated[int, Whole, Query(ge=1, le=100_000)]
 
 _GAP_ROWS = TypeAdapter(list[GapRow])
 _VELOCITY_ROWS = TypeAdapter(list[VelocityRow])
@@ -56,7 +56,7 @@ def gaps(
     conns: Conns,
     vertical: SlugPath,
     as_of: AsOf = None,
-    min_plays: Annotated[int, Query(ge=0, le=10**9)] = 5,
+    min_plays: Annotated[int, Whole, Query(ge=0, le=10**9)] = 5,
     limit: Limit = 50,
 ) -> Response:
     """Songs not played for the longest time (O(log n + k) as of the latest show)."""
@@ -107,9 +107,9 @@ def bustouts(
     vertical: SlugPath,
     as_of: AsOf = None,
     days: Days = 365,
-    gap_threshold: Annotated[int, Query(ge=0, le=100_000)] = 180,
+    gap_threshold: Annotated[int, Whole, Query(ge=0, le=100_000)] = 180,
     gap_shows_threshold: Annotated[
-        Annotated[int, Field(ge=0, le=10**9)] | None, BeforeValidator(blank_is_absent), Query()
+        Annotated[int, Field(ge=0, le=10**9)] | None, BeforeValidator(optional_whole), Query()
     ] = None,
 ) -> Response:
     """Songs back after a long absence."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api_stub.deps import DateQuery, SlugPath, connections
+from api_stub.deps import DateQuery, SlugPath, Whole, connections
 from stats.video_models import Hashtags, Overview, PostingTime, TimeSeries
 from stats.videos import UnknownCreator
 from worker.connections import Connections
@@ -46,7 +46,7 @@ def overview(conns: Conns, creator: SlugPath) -> Overview:
 
 @router.get("/{creator}/hashtags", response_model=Hashtags)
 def hashtags(
-    conns: Conns, creator: SlugPath, limit: Annotated[int, Query(ge=1, le=200)] = 20
+    conns: Conns, creator: SlugPath, limit: Annotated[int, Whole, Query(ge=1, le=200)] = 20
 ) -> Hashtags:
     """Most viewed hashtags."""
     try:

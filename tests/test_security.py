@@ -219,6 +219,16 @@ BAD_PARAMS = [
     "/analytics/insights/bob/time-series?end=1704153600",
     "/analytics/bustouts/band?gap_shows_threshold=x",
     "/analytics/insights/bob/hashtags?limit=1000",
+    # Whole numbers are digits only: pydantic alone reads these as numbers.
+    "/analytics/gaps/band?limit=%2B5",
+    "/analytics/gaps/band?limit=%205",
+    "/analytics/velocity/band?limit=5%20",
+    "/analytics/gaps/band?min_plays=5.0",
+    "/analytics/gaps/band?limit=1_0",
+    "/analytics/bustouts/band?gap_shows_threshold=1_0",
+    "/analytics/bustouts/band?gap_threshold=1e2",
+    "/analytics/debut-songs/band?days=%EF%BC%95",
+    "/analytics/insights/bob/hashtags?limit=0x10",
 ]
 
 
