@@ -127,6 +127,26 @@ def _validate(body: bytes) -> tuple[list[Event], list[Any], list[Rejection]]:
     return events, bodies, rejected
 
 
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` answers as ``GET`` does, without the body (RFC 9110
+    section 9.3.2; FastAPI routes a GET route's HEAD to 405)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def _publish(conns: Connections, events: list[Event], bodies: list[Any]) -> None:
     make_publisher(conns).publish_validated(zip(events, bodies, strict=True))
 
@@ -149,6 +169,7 @@ def create_app(conns: Connections) -> FastAPI:
     )
     app.state.conns = conns
     app.add_middleware(EmptyIsDefault)
+    app.add_middleware(HeadAsGet)
     app.include_router(setlist_routes.router)
     app.include_router(video_routes.router)
 

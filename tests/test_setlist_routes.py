@@ -176,3 +176,22 @@ def test_a_parameter_sent_empty_means_its_default(backend: Backend) -> None:
             blank = client.get(f"{url}?{blanks}")
             assert (blank.status_code, blank.json()) == (200, plain_answer.json()), url
         assert client.get("/analytics/gaps/band?limit=0").status_code == 422  # not blank
+
+
+def test_head_answers_as_get_without_the_body(backend: Backend) -> None:
+    with fresh_store(backend) as store:
+        store.apply([recorded("p1", "a", "s1", dt.date(2024, 1, 1))], dt.date(2024, 2, 1))
+        conns = Connections(
+            Settings(key_prefix=store.prefix, today=dt.date(2024, 2, 1)),
+            backend.client,
+            backend.raw,
+        )
+        client = TestClient(create_app(conns))
+        for url in ("/analytics/stats/band", "/analytics/songs/band/a", "/analytics/gaps/zz"):
+            got, head = client.get(url), client.head(url)
+            assert head.status_code == got.status_code, url
+            assert head.content == b"", url
+            assert head.headers["content-length"] == str(len(got.content)), url
+            assert head.headers["content-type"] == got.headers["content-type"], url
+        assert client.head("/events").status_code == 405  # POST only
+        assert client.post("/events", json=[]).status_code == 202  # POST untouched
