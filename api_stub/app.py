@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from api_stub import setlist_routes, video_routes
-from api_stub.deps import connections
+from api_stub.deps import Detail, connections, error, or_detail
 from api_stub.metrics import render_metrics
 from events.schemas import Event, EventError, loads, parse_event
 from stats.setlists import StateNeedsRebuild
@@ -160,6 +160,43 @@ def _unavailable(reason: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=503)
 
 
+def _event_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON schema of one event (a ``oneOf`` of the event types, by reference), and
+    the event types' schemas for the OpenAPI components. A schema cannot say everything
+    validation checks (printable ids, real dates, years 1900-2100): a body it allows
+    can still be rejected, with the reason in the answer."""
+    adapter: TypeAdapter[Event] = TypeAdapter(Event)
+    schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+    models: dict[str, Any] = schema.pop("$defs")
+    for model in models.values():
+        model["properties"]["occurred_at"] = {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset; up to nine fraction digits",
+        }
+    return schema, models
+
+
+_EVENT, EVENT_MODELS = _event_schemas()
+EVENTS_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "one event, or an array of them, as SPEC section 1 defines them",
+    "content": {
+        "application/json": {"schema": {"anyOf": [{"type": "array", "items": _EVENT}, _EVENT]}}
+    },
+}
+"""``POST /events`` reads its body itself (to bound its size while it arrives), so its
+schema is written here; :data:`EVENT_MODELS` go into the components."""
+
+
+class Health(BaseModel):
+    """``GET /health``: ok, or degraded with what cannot be reached (503)."""
+
+    status: str
+    redis: bool
+    database: bool
+
+
 def create_app(conns: Connections) -> FastAPI:
     """The app, serving the state behind ``conns``."""
     app = FastAPI(
@@ -168,6 +205,14 @@ def create_app(conns: Connections) -> FastAPI:
         version="0.1.0",
     )
     app.state.conns = conns
+    make_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            make_schema()["components"]["schemas"].update(EVENT_MODELS)
+        return app.openapi_schema  # type: ignore[return-value]  # set by make_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(EmptyIsDefault)
     app.add_middleware(HeadAsGet)
     app.include_router(setlist_routes.router)
@@ -185,7 +230,21 @@ def create_app(conns: Connections) -> FastAPI:
         log.warning("Redis unreachable: %s", exc)
         return JSONResponse({"detail": f"Redis is unreachable: {exc}"}, status_code=503)
 
-    @app.post("/events", response_model=IngestAnswer, status_code=202)
+    @app.post(
+        "/events",
+        response_model=IngestAnswer,
+        status_code=202,
+        responses={
+            401: error("STATSWORKER_INGEST_TOKEN is set and the bearer token is not it"),
+            413: error("a body over the size limit, or more than 50,000 events"),
+            422: or_detail(
+                "#/components/schemas/IngestAnswer",
+                "every event was rejected (each with its reason), or the body is not JSON",
+            ),
+            503: error("the event log or Redis is unavailable: send the request again"),
+        },
+        openapi_extra={"requestBody": EVENTS_BODY},
+    )
     async def post_events(
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
@@ -232,7 +291,7 @@ def create_app(conns: Connections) -> FastAPI:
         status = 202 if events or not rejected else 422
         return JSONResponse(answer.model_dump(), status_code=status)
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     def health(conns: Conns) -> JSONResponse:
         """Liveness, with Redis (and event log) reachability."""
         checks: dict[str, Any] = {}
@@ -252,7 +311,7 @@ def create_app(conns: Connections) -> FastAPI:
             {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
         )
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses={503: {"model": Detail}})
     def metrics(conns: Conns) -> Response:
         """Prometheus text exposition."""
         body, content_type = render_metrics(conns)

@@ -7,10 +7,38 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Path, Query, Request
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator
 
 from events.fields import SLUG_PATTERN, strict_date
 from worker.connections import Connections
+
+
+class Detail(BaseModel):
+    """An error answer that is not about one parameter: what went wrong, in words."""
+
+    detail: str
+
+
+def error(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry of a :class:`Detail` answer."""
+    return {"model": Detail, "description": description}
+
+
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: error("unknown vertical or creator (or a song with no play by as_of)"),
+    503: error("Redis is unreachable, or holds state that needs `statsworker rebuild`"),
+}
+"""The answers besides 200 and 422 that every read route documents."""
+
+
+def or_detail(schema_ref: str, description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry whose body is the schema at ``schema_ref`` or a
+    :class:`Detail` (``Detail`` is in the components once :data:`READ_ERRORS` is used)."""
+    refs = [{"$ref": schema_ref}, {"$ref": "#/components/schemas/Detail"}]
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"anyOf": refs}}},
+    }
 
 
 async def connections(request: Request) -> Connections:
@@ -62,4 +90,13 @@ Whole = BeforeValidator(whole_number)
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, description="a slug")]
 DateQuery = Annotated[dt.date | None, BeforeValidator(optional_date)]
 """An optional ``YYYY-MM-DD`` query parameter; empty means not given."""
-AsOf = Annotated[DateQuery, Query(description="the date to read as of (YYYY-MM-DD); default today")]
+DATE_PATTERN = r"^(19[0-9]{2}|20[0-9]{2}|2100)-[0-9]{2}-[0-9]{2}$"
+"""A date's form and years (1900-2100) for OpenAPI; :func:`strict_date` checks it."""
+
+
+def date_query(description: str) -> Any:
+    """``Query`` of a :data:`DateQuery` parameter, its form and years in the schema."""
+    return Query(description=description, json_schema_extra={"pattern": DATE_PATTERN})
+
+
+AsOf = Annotated[DateQuery, date_query("the date to read as of (YYYY-MM-DD); default today")]

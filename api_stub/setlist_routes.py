@@ -12,7 +12,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter
 
-from api_stub.deps import AsOf, SlugPath, Whole, connections, optional_whole, resolve_as_of
+from api_stub.deps import (
+    READ_ERRORS,
+    AsOf,
+    SlugPath,
+    Whole,
+    connections,
+    optional_whole,
+    resolve_as_of,
+)
 from stats.setlist_models import (
     Bustouts,
     Debuts,
@@ -26,7 +34,7 @@ from stats.setlist_models import (
 from stats.setlists import UnknownVertical
 from worker.connections import Connections
 
-router = APIRouter(prefix="/analytics", tags=["setlists"])
+router = APIRouter(prefix="/analytics", tags=["setlists"], responses=READ_ERRORS)
 Conns = Annotated[Connections, Depends(connections)]
 Limit = Annotated[int, Whole, Query(ge=1, le=200)]
 Days = Annotated[int, Whole, Query(ge=1, le=100_000)]

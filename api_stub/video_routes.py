@@ -6,12 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from api_stub.deps import DateQuery, SlugPath, Whole, connections
+from api_stub.deps import (
+    READ_ERRORS,
+    DateQuery,
+    SlugPath,
+    Whole,
+    connections,
+    date_query,
+    or_detail,
+)
 from stats.video_models import Hashtags, Overview, PostingTime, TimeSeries
 from stats.videos import UnknownCreator
 from worker.connections import Connections
 
-router = APIRouter(prefix="/analytics/insights", tags=["videos"])
+router = APIRouter(prefix="/analytics/insights", tags=["videos"], responses=READ_ERRORS)
 Conns = Annotated[Connections, Depends(connections)]
 
 
@@ -19,12 +27,21 @@ def _unknown(creator: str) -> HTTPException:
     return HTTPException(404, detail=f"unknown creator {creator!r}")
 
 
-@router.get("/{creator}/time-series", response_model=TimeSeries)
+@router.get(
+    "/{creator}/time-series",
+    response_model=TimeSeries,
+    responses={
+        422: or_detail(
+            "#/components/schemas/HTTPValidationError",
+            "a bad parameter, or start after end",
+        )
+    },
+)
 def time_series(
     conns: Conns,
     creator: SlugPath,
-    start: Annotated[DateQuery, Query()] = None,
-    end: Annotated[DateQuery, Query()] = None,
+    start: Annotated[DateQuery, date_query("the first posting date (YYYY-MM-DD)")] = None,
+    end: Annotated[DateQuery, date_query("the last posting date (YYYY-MM-DD)")] = None,
 ) -> TimeSeries:
     """One point per posting date in [start, end]: O(log n + days returned)."""
     if start is not None and end is not None and start > end:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -195,3 +196,35 @@ def test_head_answers_as_get_without_the_body(backend: Backend) -> None:
             assert head.headers["content-type"] == got.headers["content-type"], url
         assert client.head("/events").status_code == 405  # POST only
         assert client.post("/events", json=[]).status_code == 202  # POST untouched
+
+
+def test_openapi_documents_the_errors_and_bodies_the_api_answers(backend: Backend) -> None:
+    """What a client generated from the schema must expect (found missing by fuzzing
+    the API against its own schema)."""
+    conns = Connections(
+        Settings(key_prefix=backend.prefix, today=dt.date(2024, 1, 1)), backend.client, backend.raw
+    )
+    schema = create_app(conns).openapi()
+    detail = {"$ref": "#/components/schemas/Detail"}
+    reads = [path for path in schema["paths"] if path.startswith("/analytics/")]
+    assert len(reads) == 11
+    for path in reads:
+        answers = schema["paths"][path]["get"]["responses"]
+        for status in ("404", "503"):
+            assert answers[status]["content"]["application/json"]["schema"] == detail, path
+        for param in schema["paths"][path]["get"]["parameters"]:
+            if param["name"] in ("as_of", "start", "end"):
+                assert param["schema"]["pattern"].startswith("^(19"), (path, param)
+    events = schema["paths"]["/events"]["post"]
+    assert set(events["responses"]) >= {"202", "401", "413", "422", "503"}
+    unprocessable = events["responses"]["422"]["content"]["application/json"]["schema"]
+    assert detail in unprocessable["anyOf"]
+    assert events["requestBody"]["required"] is True
+    refs = re.findall(r'"#/components/schemas/(\w+)"', json.dumps(events["requestBody"]))
+    assert set(refs) == {"PerformanceRecorded", "PerformanceRetracted", "VideoPosted",
+                         "VideoMetricsUpdated", "VideoDeleted"}  # fmt: skip
+    assert set(refs) <= schema["components"]["schemas"].keys()
+    assert "text/plain" in schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert "503" in schema["paths"]["/health"]["get"]["responses"]
+    series = schema["paths"]["/analytics/insights/{creator}/time-series"]["get"]
+    assert detail in series["responses"]["422"]["content"]["application/json"]["schema"]["anyOf"]
