@@ -237,6 +237,7 @@ def create_app(conns: Connections) -> FastAPI:
         responses={
             401: error("STATSWORKER_INGEST_TOKEN is set and the bearer token is not it"),
             413: error("a body over the size limit, or more than 50,000 events"),
+            415: error("a Content-Encoding (gzip, say): the body must be plain JSON"),
             422: or_detail(
                 "#/components/schemas/IngestAnswer",
                 "every event was rejected (each with its reason), or the body is not JSON",
@@ -261,6 +262,11 @@ def create_app(conns: Connections) -> FastAPI:
                     detail="a valid bearer token is required",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise HTTPException(
+                415, detail=f"Content-Encoding {encoding!r} is not supported: send plain JSON"
+            )
         body = await _read_body(request, conns.settings.max_body_bytes)
         events, bodies, rejected = await run_in_threadpool(_validate, body)
         if events:

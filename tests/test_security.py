@@ -154,6 +154,20 @@ def test_a_body_is_decoded_and_validated_off_the_event_loop(
     assert on_loop == [False, False]
 
 
+def test_a_compressed_body_is_refused_by_name(tmp_path: Path) -> None:
+    conns = memory_conns(tmp_path)
+    client = TestClient(create_app(conns))
+    body = zlib.compress(json.dumps([EVENT]).encode())
+    answer = client.post("/events", content=body, headers={"Content-Encoding": "deflate"})
+    assert answer.status_code == 415, answer.text
+    assert answer.json() == {
+        "detail": "Content-Encoding 'deflate' is not supported: send plain JSON"
+    }
+    assert len(conns.queue) == 0
+    plain = {"Content-Encoding": "identity", "Content-Type": "text/plain"}  # curl -d's type too
+    assert client.post("/events", content=json.dumps([EVENT]), headers=plain).status_code == 202
+
+
 @pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(tmp_path: Path, word: str) -> None:
     client = TestClient(create_app(memory_conns(tmp_path)))
