@@ -265,7 +265,11 @@ def _first_error(exc: ValidationError) -> str:
     for err in exc.errors(include_url=False)[:5]:
         where = err["loc"]
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] in ("int_type", "float_type") and where[-1:] and where[-1] in _NUMBER_TAGS:
+        if isinstance(err.get("input"), NotJson):
+            if where[-1:] and where[-1] in _NUMBER_TAGS:
+                where = where[:-1]
+            msg = f"{err['input'].word} is not a JSON number"
+        elif err["type"] in ("int_type", "float_type") and where[-1:] and where[-1] in _NUMBER_TAGS:
             where, msg = where[:-1], "Input should be a number"  # once, not once per member
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -296,7 +300,7 @@ def parse_event(obj: Any, where: str | None = None) -> Event:
         EventError: naming the event, the field and the reason.
     """
     if not isinstance(obj, dict):
-        raise EventError(where or "event", f"event must be a JSON object, got {type(obj).__name__}")
+        raise EventError(where or "event", f"event must be a JSON object, got {_kind(obj)}")
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise EventError(
@@ -322,15 +326,29 @@ def without_bom(line: str | bytes) -> str | bytes:
     return line.removeprefix("\ufeff")
 
 
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+class NotJson:
+    """``NaN``, ``Infinity`` or ``-Infinity`` where a value stood: not JSON (RFC 8259),
+    though Python's decoder reads them. :func:`loads` leaves this marker in their place,
+    which no field accepts, so the event holding one is rejected by name, and the valid
+    events beside it in a request body are still taken."""
+
+    __slots__ = ("word",)
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def __repr__(self) -> str:
+        return self.word
 
 
 def loads(text: str | bytes) -> Any:
-    """Decode JSON (RFC 8259): unlike :func:`json.loads`, ``NaN`` and ``Infinity`` are
-    refused, as the JSON they are not (``json.loads`` calls the hook for those words
-    only, so valid input costs nothing more)."""
-    return json.loads(text, parse_constant=_not_json)
+    """Decode JSON, with :class:`NotJson` for ``NaN`` and ``Infinity`` (``json.loads``
+    calls the hook for those words only, so valid input costs nothing more)."""
+    return json.loads(text, parse_constant=NotJson)
+
+
+def _kind(obj: Any) -> str:
+    return obj.word if isinstance(obj, NotJson) else type(obj).__name__
 
 
 def parse_json_line(line: str | bytes, lineno: int) -> Any:

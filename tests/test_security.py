@@ -169,14 +169,22 @@ def test_a_compressed_body_is_refused_by_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
-def test_nan_and_infinity_are_not_json(tmp_path: Path, word: str) -> None:
-    client = TestClient(create_app(memory_conns(tmp_path)))
-    body = json.dumps({**EVENT, "position": 1}).replace('"position": 1', f'"position": {word}')
-    answer = client.post("/events", content=body)
-    assert answer.status_code == 422, answer.text
-    assert answer.json() == {"detail": f"body is not valid JSON: {word} is not a JSON number"}
-    with pytest.raises(EventError, match=f"line 1: not valid JSON .{word} is not a JSON number"):
-        parse_json_line(body, 1)
+def test_nan_and_infinity_reject_their_event_by_name(tmp_path: Path, word: str) -> None:
+    """Not JSON, though Python's decoder reads them: the event holding one is rejected,
+    naming the field, and the valid event beside it is taken."""
+    conns = memory_conns(tmp_path)
+    client = TestClient(create_app(conns))
+    bad = json.dumps({**EVENT, "event_id": "e2", "position": 1})
+    bad = bad.replace('"position": 1', f'"position": {word}')
+    answer = client.post("/events", content=f"[{json.dumps(EVENT)}, {bad}]")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == ["e1"]
+    assert answer.json()["rejected"] == [
+        {"index": 1, "event_id": "e2", "error": f"position: {word} is not a JSON number"}
+    ]
+    assert len(conns.queue) == 1
+    with pytest.raises(EventError, match=f"^line 3: position: {word} is not a JSON number$"):
+        parse_event(parse_json_line(bad, 3), "line 3")
 
 
 # -- reads: parameters never reach a key unvalidated ------------------------------------
