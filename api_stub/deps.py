@@ -86,7 +86,9 @@ def optional_date(value: Any) -> dt.date | None:
 
 
 Whole = BeforeValidator(whole_number)
-"""Put in the ``Annotated`` of every integer query parameter."""
+"""Put in the ``Annotated`` of every integer query parameter, after its ``Query``:
+before it, FastAPI writes pydantic's ``ge``/``le`` into the OpenAPI schema instead of
+JSON Schema's ``minimum``/``maximum``."""
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN, description="a slug")]
 DateQuery = Annotated[dt.date | None, BeforeValidator(optional_date)]
 """An optional ``YYYY-MM-DD`` query parameter; empty means not given."""

@@ -36,8 +36,8 @@ from worker.connections import Connections
 
 router = APIRouter(prefix="/analytics", tags=["setlists"], responses=READ_ERRORS)
 Conns = Annotated[Connections, Depends(connections)]
-Limit = Annotated[int, Whole, Query(ge=1, le=200)]
-Days = Annotated[int, Whole, Query(ge=1, le=100_000)]
+Limit = Annotated[int, Query(ge=1, le=200), Whole]
+Days = Annotated[int, Query(ge=1, le=100_000), Whole]
 
 _GAP_ROWS = TypeAdapter(list[GapRow])
 _VELOCITY_ROWS = TypeAdapter(list[VelocityRow])
@@ -64,7 +64,7 @@ def gaps(
     conns: Conns,
     vertical: SlugPath,
     as_of: AsOf = None,
-    min_plays: Annotated[int, Whole, Query(ge=0, le=10**9)] = 5,
+    min_plays: Annotated[int, Query(ge=0, le=10**9), Whole] = 5,
     limit: Limit = 50,
 ) -> Response:
     """Songs not played for the longest time (O(log n + k) as of the latest show)."""
@@ -115,7 +115,7 @@ def bustouts(
     vertical: SlugPath,
     as_of: AsOf = None,
     days: Days = 365,
-    gap_threshold: Annotated[int, Whole, Query(ge=0, le=100_000)] = 180,
+    gap_threshold: Annotated[int, Query(ge=0, le=100_000), Whole] = 180,
     gap_shows_threshold: Annotated[
         Annotated[int, Field(ge=0, le=10**9)] | None, BeforeValidator(optional_whole), Query()
     ] = None,

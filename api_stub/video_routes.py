@@ -63,7 +63,7 @@ def overview(conns: Conns, creator: SlugPath) -> Overview:
 
 @router.get("/{creator}/hashtags", response_model=Hashtags)
 def hashtags(
-    conns: Conns, creator: SlugPath, limit: Annotated[int, Whole, Query(ge=1, le=200)] = 20
+    conns: Conns, creator: SlugPath, limit: Annotated[int, Query(ge=1, le=200), Whole] = 20
 ) -> Hashtags:
     """Most viewed hashtags."""
     try:

@@ -215,6 +215,10 @@ def test_openapi_documents_the_errors_and_bodies_the_api_answers(backend: Backen
         for param in schema["paths"][path]["get"]["parameters"]:
             if param["name"] in ("as_of", "start", "end"):
                 assert param["schema"]["pattern"].startswith("^(19"), (path, param)
+            if param["name"] in ("limit", "days", "min_plays", "gap_threshold"):
+                # JSON Schema's words: pydantic's own (ge, le) mean nothing to a client
+                assert {"minimum", "maximum"} <= param["schema"].keys(), (path, param)
+                assert not {"ge", "le"} & param["schema"].keys(), (path, param)
     events = schema["paths"]["/events"]["post"]
     assert set(events["responses"]) >= {"202", "401", "413", "422", "503"}
     unprocessable = events["responses"]["422"]["content"]["application/json"]["schema"]
