@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from api_stub.app import create_app
 from stats.settings import Settings
 from tests.conftest import REAL_REDIS_URL, Backend
 from tests.faults_support import TODAY, FaultEnv, free_port
+from worker import connections
 from worker.connections import CLIENT_RETRIES, MEMORY_URL, Connections
 from worker.runner import run_worker
 
@@ -189,6 +192,51 @@ def test_health_checks_at_once_all_reach_a_live_redis(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_health_checks_at_once_of_a_hung_redis_wait_once_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis that accepts and never answers: the checks beyond the probe's connections
+    give up on waiting for one, rather than each waiting out a connection's timeout."""
+    monkeypatch.setattr(connections, "PROBE_TIMEOUT_SECONDS", 1.5)  # far over the pool wait
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        held: list[socket.socket] = []
+        server.settimeout(0.1)
+
+        def accept() -> None:
+            while len(held) < 20:
+                with contextlib.suppress(OSError):
+                    held.append(server.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+        settings = Settings(
+            redis_url=f"redis://127.0.0.1:{server.getsockname()[1]}/0",
+            database_url=f"sqlite:///{tmp_path / 'log.db'}",
+            today=TODAY,
+        )
+        probe = Connections.from_settings(settings).probe()
+        outcomes: list[str] = []
+
+        def check() -> None:
+            try:
+                probe.ping()
+                outcomes.append("ok")
+            except redis.RedisError as exc:
+                outcomes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=check) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        for sock in held:
+            sock.close()
+    # The probe's connections time out; every other check gave up waiting for one.
+    assert sorted(outcomes) == sorted(
+        ["TimeoutError"] * connections.PROBE_CONNECTIONS
+        + ["ConnectionError"] * (12 - connections.PROBE_CONNECTIONS)
+    ), outcomes
 
 
 def test_health_reports_an_unreachable_database(backend: Backend, tmp_path: Path) -> None:

@@ -67,6 +67,13 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 PROBE_CONNECTIONS = 4
 """Connections of the health check's own client (``Connections.probe``)."""
 
+PROBE_POOL_WAIT_SECONDS = 0.25
+"""Longest a health check waits for one of those connections: a PING of a live Redis
+frees one in well under a millisecond, and with a Redis that hangs, the checks beyond
+the first four answer 503 after this wait rather than after the connections' own
+timeouts one after another (2 s for the fifth to eighth of twelve at once, with the
+whole of PROBE_TIMEOUT_SECONDS as the wait)."""
+
 PROBE_TIMEOUT_SECONDS = 1.0
 """Longest ``GET /health`` waits to connect to Redis and for its PING, trying once: a
 health check (docker-compose gives it 3 s) gets its answer rather than a timeout."""
@@ -184,7 +191,7 @@ class Connections:
                     connection_pool=redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
                         connection_class=pool.connection_class,
                         max_connections=PROBE_CONNECTIONS,
-                        timeout=PROBE_TIMEOUT_SECONDS,
+                        timeout=PROBE_POOL_WAIT_SECONDS,
                         **kwargs,
                     )
                 )
