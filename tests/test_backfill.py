@@ -316,6 +316,12 @@ def test_a_database_that_is_not_a_site_is_refused(
         assert cli.main(["backfill", "--from-db", f"sqlite:///{missing}"]) == 2
     assert capsys.readouterr().err.strip() == f"statsworker: sqlite:///{missing}: no such file"
     assert not missing.exists()
+    # Without uri=true, SQLite takes "file:..." as a plain file name too.
+    monkeypatch.chdir(tmp_path)
+    with as_current(conns, monkeypatch):
+        assert cli.main(["backfill", "--from-db", "sqlite:///file:typo.db"]) == 2
+    assert capsys.readouterr().err.strip().endswith("file:typo.db: no such file")
+    assert not (tmp_path / "file:typo.db").exists()
 
 
 def test_the_progress_rate_is_the_average_since_the_start() -> None:

@@ -229,11 +229,12 @@ class Checkpointer:
 
 
 def sqlite_file(url: sa.URL) -> str | None:
-    """The database file of an SQLite URL (None for memory, URIs, other databases)."""
+    """The database file of an SQLite URL (None for memory, URIs, other databases).
+    Without ``uri=true`` SQLite takes a name such as ``file:x.db`` as a file name."""
     if url.get_backend_name() != "sqlite" or url.query.get("uri"):
         return None
     database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if not database or database == ":memory:":
         return None
     return database
 

@@ -173,14 +173,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
     from worker.backfill import UnknownDatabase, backfill, count_rows, kinds
+    from worker.eventlog import sqlite_file
     from worker.publishing import make_publisher
 
     conns = _conns()
     if _open_log(conns) is None:
         return 2
     url = sa.engine.make_url(args.from_db)
-    path = url.database if url.get_backend_name() == "sqlite" else None
-    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).is_file():
+    path = sqlite_file(url)
+    if path is not None and not Path(path).is_file():
         print(f"statsworker: {args.from_db}: no such file", file=sys.stderr)
         return 2  # SQLite would create an empty database there
     engine = sa.create_engine(url)
