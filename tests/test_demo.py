@@ -248,8 +248,8 @@ def test_command_runs_on_csv_files(
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "2024-11-21" in out  # the day after the last show
-    assert "1 row(s) of shows.csv skipped, first: line 5: song_title is empty" in out
-    assert "of videos.csv skipped" not in out
+    assert f"1 row(s) of {setlists} skipped, first: line 5: song_title is empty" in out
+    assert f"of {videos} skipped" not in out
     assert lines_with(out, "phish", "2", "3", "2024-05-01", "2024-11-20")
     assert "1 videos · 900 views · 50 likes" in out
     assert cli.main(["demo", "--setlists", str(setlists)]) == 2

@@ -94,7 +94,7 @@ class DemoResult:
     seconds: float
     source: str
     skipped: dict[str, list[EventError]] = field(default_factory=dict)
-    """Rows skipped, by the name of their file."""
+    """Rows skipped, by their file as it was given."""
     failed_jobs: int = 0
     bands: list[BandReport] = field(default_factory=list)
     creators: list[CreatorReport] = field(default_factory=list)
@@ -118,11 +118,11 @@ def _from_csv(setlists: Path | None, vertical: str | None, videos: Path | None) 
     names: list[str] = []
     if setlists is not None and vertical is not None:
         with setlists.open(encoding="utf-8-sig", newline="") as stream:
-            events.extend(setlist_events(stream, vertical, skipped.setdefault(setlists.name, [])))
+            events.extend(setlist_events(stream, vertical, skipped.setdefault(str(setlists), [])))
         names.append(setlists.name)
     if videos is not None:
         path = videos
-        rows = skipped.setdefault(videos.name, [])
+        rows = skipped.setdefault(str(videos), [])
         events.extend(video_events(lambda: path.open(encoding="utf-8-sig", newline=""), rows))
         names.append(videos.name)
     shows = [e.show_date for e in events if isinstance(e, PerformanceRecorded)]

@@ -159,6 +159,7 @@ def render(result: DemoResult, out: Console) -> None:
             out.print(
                 f"[yellow]{len(skipped)} row(s) of {name} skipped[/], first: {skipped[0]}",
                 highlight=False,
+                soft_wrap=True,  # a path is not cut into lines
             )
     if result.failed_jobs:
         out.print(f"[red]{result.failed_jobs} job(s) failed[/]: see `statsworker failed`")
