@@ -731,23 +731,31 @@ def test_a_port_outside_0_to_65535_is_refused(capsys: pytest.CaptureFixture[str]
     assert "'99999' is not a port (0-65535)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("host", "shown"), [("0.0.0.0", "0.0.0.0"), ("::1", "[::1]")])
+@pytest.mark.parametrize(("host", "shown"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
 def test_the_api_says_where_it_serves(
     host: str, shown: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Once bound: port 0 is told as the port the system picked."""
     import uvicorn
 
-    served: list[tuple[str, int]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **_: served.append((host, port)))
+    ports: list[int] = []
+
+    def serve(self: uvicorn.Server, sockets: list[Any]) -> None:
+        ports.extend(s.getsockname()[1] for s in sockets)
+        for sock in sockets:
+            sock.close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve)
     monkeypatch.setenv("STATSWORKER_REDIS_URL", "memory://")
     monkeypatch.setattr(context, "_current", None)
     cli.get_settings.cache_clear()
     try:
-        assert cli.main(["api", "--host", host, "--port", "8123"]) == 0
+        assert cli.main(["api", "--host", host, "--port", "0"]) == 0
     finally:
         cli.get_settings.cache_clear()
-    assert served == [(host, 8123)]
-    assert f"statsworker api: serving on http://{shown}:8123" in capsys.readouterr().err
+    assert len(ports) == 1 and ports[0] > 0
+    told = capsys.readouterr().err
+    assert f"statsworker api: serving on http://{shown}:{ports[0]}" in told, told
 
 
 class _KeepingQueue:

@@ -113,11 +113,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api_stub.app import create_app
 
     app = create_app(_connections())
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"statsworker api: serving on http://{host}:{args.port}", file=sys.stderr)
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info"
     )
+    sock = config.bind_socket()  # bound before it is told: port 0 becomes a real one
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"statsworker api: serving on http://{host}:{sock.getsockname()[1]}", file=sys.stderr)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
