@@ -262,10 +262,12 @@ def create_app(conns: Connections) -> FastAPI:
                     detail="a valid bearer token is required",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
+        encoding = request.headers.get("content-encoding", "")
+        codings = [c.strip().lower() for c in encoding.split(",")]
+        if any(coding not in ("", "identity") for coding in codings):
             raise HTTPException(
-                415, detail=f"Content-Encoding {encoding!r} is not supported: send plain JSON"
+                415,
+                detail=f"Content-Encoding {encoding.strip()!r} is not supported: send plain JSON",
             )
         body = await _read_body(request, conns.settings.max_body_bytes)
         events, bodies, rejected = await run_in_threadpool(_validate, body)

@@ -164,8 +164,12 @@ def test_a_compressed_body_is_refused_by_name(tmp_path: Path) -> None:
         "detail": "Content-Encoding 'deflate' is not supported: send plain JSON"
     }
     assert len(conns.queue) == 0
-    plain = {"Content-Encoding": "identity", "Content-Type": "text/plain"}  # curl -d's type too
-    assert client.post("/events", content=json.dumps([EVENT]), headers=plain).status_code == 202
+    for coding in ("identity", "", "identity, identity", "Identity"):
+        plain = {"Content-Encoding": coding, "Content-Type": "text/plain"}  # curl -d's too
+        answer = client.post("/events", content=json.dumps([EVENT]), headers=plain)
+        assert answer.status_code == 202, (coding, answer.text)
+    both = {"Content-Encoding": "identity, gzip"}
+    assert client.post("/events", content=body, headers=both).status_code == 415
 
 
 @pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
