@@ -336,6 +336,22 @@ def test_a_burst_worker_says_what_it_did(
     assert bad.id in {job_id for job_id, _ in failed_jobs(conns)}
 
 
+def test_a_burst_worker_that_gives_up_says_what_it_applied(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def give_up(*_args: Any, tally: runner.Tally, **_kwargs: Any) -> bool:
+        tally.jobs_done = 2
+        raise runner.WorkerFailed("ResponseError: OOM command not allowed")
+
+    monkeypatch.setattr(runner, "run_worker", give_up)
+    monkeypatch.setattr(cli, "_connections", lambda: rq_conns)
+    assert cli.main(["worker", "--burst"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "statsworker: the worker kept stopping on an error: ResponseError: OOM command not "
+        "allowed; 2 job(s) applied by this worker before it gave up"
+    )
+
+
 def test_a_refused_heartbeat_or_end_restarts_the_worker_and_a_stop_in_the_pause_ends_it(
     rq_conns: Connections, monkeypatch: pytest.MonkeyPatch
 ) -> None:

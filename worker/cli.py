@@ -93,7 +93,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         run_worker(conns, burst=args.burst, with_scheduler=not args.burst, tally=tally)
     except WorkerFailed as exc:
-        print(f"statsworker: the worker kept stopping on an error: {exc}", file=sys.stderr)
+        print(
+            f"statsworker: the worker kept stopping on an error: {exc}; "
+            f"{tally.jobs_done} job(s) applied by this worker before it gave up",
+            file=sys.stderr,
+        )
         return 1
     if args.burst:
         failed = failed_job_count(conns)
