@@ -262,7 +262,7 @@ def create_app(conns: Connections) -> FastAPI:
                     detail="a valid bearer token is required",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-        encoding = request.headers.get("content-encoding", "")
+        encoding = ", ".join(request.headers.getlist("content-encoding"))
         codings = [c.strip().lower() for c in encoding.split(",")]
         if any(coding not in ("", "identity") for coding in codings):
             raise HTTPException(

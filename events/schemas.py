@@ -268,7 +268,7 @@ def _first_error(exc: ValidationError) -> str:
         if isinstance(err.get("input"), NotJson):
             if where[-1:] and where[-1] in _NUMBER_TAGS:
                 where = where[:-1]
-            msg = f"{err['input'].word} is not a JSON number"
+            msg = err["input"].reason
         elif err["type"] in ("int_type", "float_type") and where[-1:] and where[-1] in _NUMBER_TAGS:
             where, msg = where[:-1], "Input should be a number"  # once, not once per member
         if err["type"] == "extra_forbidden":
@@ -332,19 +332,35 @@ class NotJson:
     which no field accepts, so the event holding one is rejected by name, and the valid
     events beside it in a request body are still taken."""
 
-    __slots__ = ("word",)
+    __slots__ = ("reason", "word")
 
-    def __init__(self, word: str) -> None:
+    def __init__(self, word: str, reason: str | None = None) -> None:
         self.word = word
+        self.reason = reason or f"{word} is not a JSON number"
 
     def __repr__(self) -> str:
         return self.word
 
 
+def _whole(digits: str) -> Any:
+    """An integer, or :class:`NotJson` for one longer than Python converts (4,300 digits)."""
+    try:
+        return int(digits)
+    except ValueError:
+        return NotJson("an integer", f"an integer of {len(digits):,} characters is out of range")
+
+
 def loads(text: str | bytes) -> Any:
     """Decode JSON, with :class:`NotJson` for ``NaN`` and ``Infinity`` (``json.loads``
-    calls the hook for those words only, so valid input costs nothing more)."""
-    return json.loads(text, parse_constant=NotJson)
+    calls the hook for those words only, so valid input costs nothing more), and for an
+    integer too long to convert: on the first, the text is decoded again with a hook per
+    integer, so that only the event holding it is rejected."""
+    try:
+        return json.loads(text, parse_constant=NotJson)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        return json.loads(text, parse_constant=NotJson, parse_int=_whole)
 
 
 def _kind(obj: Any) -> str:

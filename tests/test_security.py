@@ -170,6 +170,8 @@ def test_a_compressed_body_is_refused_by_name(tmp_path: Path) -> None:
         assert answer.status_code == 202, (coding, answer.text)
     both = {"Content-Encoding": "identity, gzip"}
     assert client.post("/events", content=body, headers=both).status_code == 415
+    lines = [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")]  # two header lines
+    assert client.post("/events", content=body, headers=lines).status_code == 415
 
 
 @pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
@@ -189,6 +191,22 @@ def test_nan_and_infinity_reject_their_event_by_name(tmp_path: Path, word: str) 
     assert len(conns.queue) == 1
     with pytest.raises(EventError, match=f"^line 3: position: {word} is not a JSON number$"):
         parse_event(parse_json_line(bad, 3), "line 3")
+
+
+def test_an_integer_too_long_to_convert_rejects_only_its_event(tmp_path: Path) -> None:
+    """Python converts at most 4,300 digits: the event holding more is rejected by name,
+    and the valid event beside it is taken (the whole body was refused)."""
+    conns = memory_conns(tmp_path)
+    client = TestClient(create_app(conns))
+    bad = json.dumps({**EVENT, "event_id": "e2", "position": 1})
+    bad = bad.replace('"position": 1', f'"position": {"9" * 5000}')
+    answer = client.post("/events", content=f"[{json.dumps(EVENT)}, {bad}]")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == ["e1"]
+    told = "position: an integer of 5,000 characters is out of range"
+    assert answer.json()["rejected"] == [{"index": 1, "event_id": "e2", "error": told}]
+    with pytest.raises(EventError, match=f"^line 2: {told}$"):
+        parse_event(parse_json_line(bad, 2), "line 2")
 
 
 # -- reads: parameters never reach a key unvalidated ------------------------------------
