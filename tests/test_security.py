@@ -174,39 +174,34 @@ def test_a_compressed_body_is_refused_by_name(tmp_path: Path) -> None:
     assert client.post("/events", content=body, headers=lines).status_code == 415
 
 
-@pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
-def test_nan_and_infinity_reject_their_event_by_name(tmp_path: Path, word: str) -> None:
-    """Not JSON, though Python's decoder reads them: the event holding one is rejected,
+@pytest.mark.parametrize(
+    ("value", "told"),
+    [
+        ("NaN", "NaN is not a JSON number"),
+        ("Infinity", "Infinity is not a JSON number"),
+        ("-Infinity", "-Infinity is not a JSON number"),
+        ("9" * 5000, "an integer of 5,000 characters is out of range"),  # Python's limit: 4,300
+    ],
+)
+def test_a_number_python_cannot_take_rejects_only_its_event(
+    tmp_path: Path, value: str, told: str
+) -> None:
+    """NaN and Infinity are not JSON, though Python's decoder reads them, and Python
+    converts no integer of more than 4,300 digits: the event holding one is rejected,
     naming the field, and the valid event beside it is taken."""
     conns = memory_conns(tmp_path)
     client = TestClient(create_app(conns))
     bad = json.dumps({**EVENT, "event_id": "e2", "position": 1})
-    bad = bad.replace('"position": 1', f'"position": {word}')
+    bad = bad.replace('"position": 1', f'"position": {value}')
     answer = client.post("/events", content=f"[{json.dumps(EVENT)}, {bad}]")
     assert answer.status_code == 202, answer.text
     assert answer.json()["accepted"] == ["e1"]
     assert answer.json()["rejected"] == [
-        {"index": 1, "event_id": "e2", "error": f"position: {word} is not a JSON number"}
+        {"index": 1, "event_id": "e2", "error": f"position: {told}"}
     ]
     assert len(conns.queue) == 1
-    with pytest.raises(EventError, match=f"^line 3: position: {word} is not a JSON number$"):
+    with pytest.raises(EventError, match=f"^line 3: position: {told}$"):
         parse_event(parse_json_line(bad, 3), "line 3")
-
-
-def test_an_integer_too_long_to_convert_rejects_only_its_event(tmp_path: Path) -> None:
-    """Python converts at most 4,300 digits: the event holding more is rejected by name,
-    and the valid event beside it is taken (the whole body was refused)."""
-    conns = memory_conns(tmp_path)
-    client = TestClient(create_app(conns))
-    bad = json.dumps({**EVENT, "event_id": "e2", "position": 1})
-    bad = bad.replace('"position": 1', f'"position": {"9" * 5000}')
-    answer = client.post("/events", content=f"[{json.dumps(EVENT)}, {bad}]")
-    assert answer.status_code == 202, answer.text
-    assert answer.json()["accepted"] == ["e1"]
-    told = "position: an integer of 5,000 characters is out of range"
-    assert answer.json()["rejected"] == [{"index": 1, "event_id": "e2", "error": told}]
-    with pytest.raises(EventError, match=f"^line 2: {told}$"):
-        parse_event(parse_json_line(bad, 2), "line 2")
 
 
 # -- reads: parameters never reach a key unvalidated ------------------------------------
