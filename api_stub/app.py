@@ -161,7 +161,7 @@ def _unavailable(reason: str) -> JSONResponse:
 
 
 def _event_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The JSON schema of one event (a ``oneOf`` of the event types, by reference), and
+    """The JSON schema of one event (an ``anyOf`` of the event types, by reference), and
     the event types' schemas for the OpenAPI components. A schema cannot say everything
     validation checks (printable ids, real dates, years 1900-2100): a body it allows
     can still be rejected, with the reason in the answer."""

@@ -100,8 +100,12 @@ def test_rebuild_after_losing_redis_answers_every_route_as_before(
         assert capsys.readouterr().out == ""
         ticks: list[int] = []
         verifier = Verifier(conns, publishing.event_log(conns))
+        listed: list[str] = []
+        logged = verifier.eventlog.verticals
+        verifier.eventlog.verticals = lambda: listed.append("v") or logged()  # type: ignore[method-assign]
+        verticals, creators = verifier.scopes(None, None)  # as the command sizes its bar
         assert verifier.run(progress=ticks.append) == []
-        verticals, creators = verifier.scopes(None, None)
+        assert listed == ["v", "v"]  # the scopes once, the registry check once
         assert (verticals, creators) == (conns.setlists.verticals(), conns.videos.creators())
         assert ticks == [1] * (len(verticals) + len(creators)) and len(ticks) >= 4
         assert verifier.scopes("band-a", None) == (["band-a"], [])

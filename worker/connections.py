@@ -184,8 +184,8 @@ class Connections:
                     "retry": Retry(NoBackoff(), 0),
                     "retry_on_error": [],
                 }
-                # Blocking: health checks at once wait their turn for a connection
-                # (within the timeout) where a plain pool of two refused the third
+                # Blocking: health checks at once wait their turn for a connection (for
+                # PROBE_POOL_WAIT_SECONDS at most) where a plain pool of two refused the third
                 # ("Too many connections") and the API called a healthy Redis down.
                 client = redis.Redis(
                     connection_pool=redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]

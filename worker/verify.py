@@ -86,6 +86,7 @@ class Verifier:
         self.prefix = conns.settings.key_prefix
         self.eventlog = eventlog
         self.dialect = eventlog.dialect
+        self._scopes: dict[tuple[str | None, str | None], tuple[list[str], list[str]]] = {}
 
     def _rows(self, query: sa.Select[Any]) -> list[Any]:
         with self.eventlog.engine.connect() as conn:
@@ -100,8 +101,13 @@ class Verifier:
         return {m: _score(s) for m, s in self.client.zscan_iter(key, count=5000)}
 
     def scopes(self, vertical: str | None, creator: str | None) -> tuple[list[str], list[str]]:
-        """The verticals and creators :meth:`run` compares (:func:`worker.rebuild.scopes`)."""
-        return scopes(self.conns, self.eventlog, vertical, creator)
+        """The verticals and creators :meth:`run` compares (:func:`worker.rebuild.scopes`),
+        listed once per verifier: the command asks for them first, to size its progress
+        bar, and a full list reads the whole log's index."""
+        key = (vertical, creator)
+        if key not in self._scopes:
+            self._scopes[key] = scopes(self.conns, self.eventlog, vertical, creator)
+        return self._scopes[key]
 
     def run(
         self,
