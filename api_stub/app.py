@@ -129,14 +129,24 @@ def _validate(body: bytes) -> tuple[list[Event], list[Any], list[Rejection]]:
 
 class HeadAsGet:
     """ASGI middleware: ``HEAD`` answers as ``GET`` does, without the body (RFC 9110
-    section 9.3.2; FastAPI routes a GET route's HEAD to 405)."""
+    section 9.3.2; FastAPI routes a GET route's HEAD to 405), and a 405 whose ``Allow``
+    names GET names HEAD too."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] != "HEAD":
+
+            async def allow_head(message: Any) -> None:
+                if message["type"] == "http.response.start" and message["status"] == 405:
+                    message = {**message, "headers": _allow_with_head(message["headers"])}
+                await send(message)
+
+            await self.app(scope, receive, allow_head)
             return
 
         async def headers_only(message: Any) -> None:
@@ -145,6 +155,18 @@ class HeadAsGet:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+def _allow_with_head(headers: Any) -> list[tuple[bytes, bytes]]:
+    """``headers`` with HEAD added to an ``Allow`` that names GET (HeadAsGet serves it)."""
+    out = []
+    for name, value in headers:
+        if name.lower() == b"allow":
+            methods = [m.strip() for m in value.split(b",")]
+            if b"GET" in methods and b"HEAD" not in methods:
+                value = b", ".join([*methods, b"HEAD"])
+        out.append((name, value))
+    return out
 
 
 def _publish(conns: Connections, events: list[Event], bodies: list[Any]) -> None:

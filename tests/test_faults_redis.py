@@ -217,3 +217,57 @@ def test_redis_lost_mid_ingest_is_rebuilt_from_the_log(
     finally:
         workers.stop()
     check_answers(conns, events, private_name("ref2"))
+
+
+def test_a_redis_that_may_evict_state_keys_is_told_at_start(
+    private_redis: PrivateRedis, log_url: str
+) -> None:
+    """State keys have no TTL: an allkeys-* policy would drop them silently at maxmemory."""
+    env = FaultEnv(
+        f"redis://127.0.0.1:{private_redis.port}/0",
+        private_name("evict"),
+        private_name("q"),
+        log_url,
+    )
+    admin = redis.Redis(port=private_redis.port, decode_responses=True)
+
+    def burst() -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*statsworker_command(), "worker", "--burst"],
+            env=env.environ(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    for policy in ("allkeys-lru", "allkeys-lfu", "allkeys-random"):
+        admin.config_set("maxmemory-policy", policy)
+        assert f"maxmemory-policy is {policy}: at maxmemory it evicts" in burst().stderr
+    for policy in ("noeviction", "volatile-lru", "volatile-ttl"):
+        admin.config_set("maxmemory-policy", policy)
+        assert "maxmemory-policy" not in burst().stderr, policy
+
+    # A user that may not read the configuration is not warned, and works on.
+    admin.config_set("maxmemory-policy", "allkeys-lru")
+    admin.acl_setuser(
+        "app",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-config"],
+    )
+    restricted = FaultEnv(
+        f"redis://app:pw@127.0.0.1:{private_redis.port}/0", env.prefix, env.queue, log_url
+    )
+    done = subprocess.run(
+        [*statsworker_command(), "worker", "--burst"],
+        env=restricted.environ(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "maxmemory-policy" not in done.stderr

@@ -84,11 +84,23 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 1 if report.rejected else 0
 
 
+def _warn_of_eviction(conns: Any) -> None:
+    """Log a warning when the Redis of ``conns`` may evict state keys (see
+    ``worker.connections.eviction_risk``)."""
+    from worker.connections import MEMORY_URL, eviction_risk
+
+    if not conns.settings.redis_url.startswith(MEMORY_URL):
+        risk = eviction_risk(conns.probe())  # tries once: a Redis down is told next
+        if risk is not None:
+            log.warning("%s", risk)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker on the queue."""
     from worker.runner import Tally, WorkerFailed, failed_job_count, run_worker
 
     conns = _connections()
+    _warn_of_eviction(conns)
     tally = Tally()
     try:
         run_worker(conns, burst=args.burst, with_scheduler=not args.burst, tally=tally)
@@ -116,7 +128,9 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from api_stub.app import create_app
 
-    app = create_app(_connections())
+    conns = _connections()
+    _warn_of_eviction(conns)
+    app = create_app(conns)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info"
     )

@@ -79,6 +79,31 @@ PROBE_TIMEOUT_SECONDS = 1.0
 health check (docker-compose gives it 3 s) gets its answer rather than a timeout."""
 
 
+def eviction_risk(client: Any) -> str | None:
+    """Why Redis may delete state keys of its own accord, or None when it will not.
+
+    Every state key lives without a TTL, so only an ``allkeys-*`` ``maxmemory-policy``
+    evicts them: once Redis reaches ``maxmemory`` it would drop a song's plays or a
+    bucket of performance records, and reads and later events would go wrong without
+    an error. A server that keeps its configuration from this client (``CONFIG``
+    renamed, or denied by an ACL) tells nothing, and nothing is said.
+    """
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.RedisError:
+        return None
+    if isinstance(policy, bytes):
+        policy = policy.decode("ascii", "replace")
+    if not isinstance(policy, str) or not policy.startswith("allkeys-"):
+        return None
+    return (
+        f"Redis' maxmemory-policy is {policy}: at maxmemory it evicts statsworker's state"
+        " keys, and answers go wrong without an error until `statsworker rebuild`; set"
+        " maxmemory-policy to noeviction (a full Redis then refuses writes, and the"
+        " batches wait and are retried)"
+    )
+
+
 class TLSConnection(redis.SSLConnection):
     """redis-py's TLS connection, whose handshake waits at most the connect timeout.
 
