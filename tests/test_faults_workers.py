@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from rq import Queue, Retry, SimpleWorker
+from rq import Queue, Retry, SimpleWorker, get_current_job
 from rq.exceptions import InvalidJobOperation, StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -44,7 +44,7 @@ from tests.faults_support import (
     queue_state,
     wait_drained,
 )
-from worker import cli, context, runner
+from worker import cli, context, jobs, runner
 from worker.connections import MEMORY_URL, Connections
 from worker.publishing import make_publisher
 from worker.reaper import DEAD_AFTER, STRANDED_AFTER, Reaper
@@ -546,15 +546,56 @@ def test_a_finished_job_is_deleted_as_rq_deletes_it_in_two_round_trips(
     assert trips[Job] == 1 + 2 * (2 + 1 + stale)  # status, then twice: expire, list, each hash
 
 
-def test_a_job_whose_status_is_gone_fails_to_delete_as_with_rq(rq_conns: Connections) -> None:
+def test_a_job_whose_status_is_gone_is_deleted_by_a_worker_where_rq_refuses(
+    rq_conns: Connections,
+) -> None:
+    """What a job another worker deleted meanwhile looks like (see the test below)."""
     for job_class in (Job, WorkerJob):
         job_id = enqueue_one(rq_conns)
         worker, _taken = take_job(rq_conns)
         rq_conns.raw.hdel(f"rq:job:{job_id}", "status")
         job = job_class.fetch(job_id, connection=rq_conns.raw, serializer=JSONSerializer)
-        with pytest.raises(InvalidJobOperation, match=f"status for job: {job_id}"):
+        if job_class is Job:
+            with pytest.raises(InvalidJobOperation, match=f"status for job: {job_id}"):
+                job.delete()
+            rq_conns.raw.hset(f"rq:job:{job_id}", "status", "started")
             job.delete()
+        else:
+            job.delete()
+        assert job_traces(rq_conns, job_id) == set(), job_class
         worker.register_death()
+
+
+def test_a_job_another_worker_finished_meanwhile_ends_here_without_a_retry(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker paused past DEAD_AFTER finishes a job that the reaper gave to another
+    worker, which ran and deleted it meanwhile: RQ's delete failed the job into a retry."""
+    conns = rq_conns
+    real = jobs.apply_batch
+
+    def finished_elsewhere_meanwhile(events: list[Any]) -> dict[str, int]:
+        done = real(events)
+        job = get_current_job()
+        assert job is not None
+        conns.raw.delete(job.key)  # what the other worker's delete left
+        return done
+
+    monkeypatch.setattr(jobs, "apply_batch", finished_elsewhere_meanwhile)
+    job_id = enqueue_one(conns)
+    tally = runner.Tally()
+    assert run_worker(conns, burst=True, with_scheduler=False, tally=tally)
+    assert tally.jobs_done == 1
+    assert not Job.exists(job_id, connection=conns.raw)
+    queue = conns.queue
+    for registry in (
+        queue.scheduled_job_registry,
+        queue.failed_job_registry,
+        queue.started_job_registry,
+    ):
+        assert registry.get_job_ids() == [], registry
+    assert queue.count == 0
+    assert f"job {job_id}: finished here and by another worker" in caplog.text
 
 
 def test_a_job_whose_worker_key_expired_is_orphaned_at_once(rq_conns: Connections) -> None:

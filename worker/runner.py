@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 from rq import SimpleWorker, worker_registration
-from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
+from rq.exceptions import NoSuchJobError, StopRequested
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, clean_registries
@@ -99,8 +99,18 @@ class WorkerJob(CompactJob):
         if self._read is None:
             return super()._fetch_status()
         status = self._read[0]
-        if not status:  # as RQ reports it
-            raise InvalidJobOperation(f"Failed to retrieve status for job: {self.id}")
+        if not status:
+            # Deleted while this worker ran it: the worker was presumed dead (paused past
+            # DEAD_AFTER, say), the reaper queued the job again, another worker ran it and
+            # deleted it, and what this one wrote since holds no status. Applied twice,
+            # which is harmless: the rest is deleted as a finished job's would be, where
+            # RQ's InvalidJobOperation would fail the job into yet another run.
+            log.warning(
+                "job %s: finished here and by another worker, which took it while this one"
+                " was presumed dead; applying it twice is harmless",
+                self.id,
+            )
+            return JobStatus.FINISHED
         return JobStatus(as_text(status))
 
     @property
