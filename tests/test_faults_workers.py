@@ -9,6 +9,7 @@ same distinct events applied once in this process under another prefix).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import random
 import threading
 import time
@@ -334,6 +335,46 @@ def test_a_burst_worker_says_what_it_did(
         "1 failed job(s): see `statsworker failed`"
     ), told
     assert bad.id in {job_id for job_id, _ in failed_jobs(conns)}
+
+
+def test_a_burst_worker_runs_the_retries_its_queue_waits_for(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job that failed for a passing reason waits for its retry in the scheduled
+    registry, which only a scheduler queues again: a burst worker said "queue drained"
+    and left it there, and no later burst ran it."""
+    conns = rq_conns
+    runs: list[str] = []
+    real = jobs.apply_batch
+
+    def out_of_memory_once(events: list[Any]) -> dict[str, int]:
+        job = get_current_job()
+        assert job is not None
+        runs.append(job.id)
+        if runs.count(job.id) == 1 and job.id == failing.id:
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return real(events)
+
+    monkeypatch.setattr(jobs, "apply_batch", out_of_memory_once)
+    failing = conns.queue.enqueue_call(
+        APPLY_BATCH, args=([],), result_ttl=0, retry=Retry(max=2, interval=[1, 1])
+    )
+    # Due long ago with no scheduler running to queue it (every worker a burst one),
+    # and one not due for an hour: left, and said so.
+    now = dt.datetime.now(dt.UTC)
+    overdue = conns.queue.enqueue_at(now - dt.timedelta(minutes=5), APPLY_BATCH, [], result_ttl=0)
+    later = conns.queue.enqueue_at(now + dt.timedelta(hours=1), APPLY_BATCH, [], result_ttl=0)
+    context.set_current(conns)
+    monkeypatch.setattr(cli, "_connections", lambda: conns)
+    assert cli.main(["worker", "--burst"]) == 0
+    told = capsys.readouterr().err.strip().splitlines()[-1]
+    assert told == (
+        "worker: queue drained; 2 job(s) applied by this worker; "
+        "1 job(s) wait for a retry scheduled later"
+    ), told
+    assert sorted(runs) == sorted([failing.id, failing.id, overdue.id])
+    assert conns.queue.scheduled_job_registry.get_job_ids() == [later.id]
+    assert failed_jobs(conns) == [] and conns.queue.count == 0
 
 
 def test_a_burst_worker_that_gives_up_says_what_it_applied(

@@ -97,7 +97,13 @@ def _warn_of_eviction(conns: Any) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker on the queue."""
-    from worker.runner import Tally, WorkerFailed, failed_job_count, run_worker
+    from worker.runner import (
+        Tally,
+        WorkerFailed,
+        failed_job_count,
+        run_worker,
+        scheduled_job_count,
+    )
 
     conns = _connections()
     _warn_of_eviction(conns)
@@ -112,10 +118,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
         return 1
     if args.burst:
-        failed = failed_job_count(conns)
+        failed, later = failed_job_count(conns), scheduled_job_count(conns)
         print(
             f"worker: {'stopped' if tally.stopped else 'queue drained'}; "
             f"{tally.jobs_done} job(s) applied by this worker"
+            + (f"; {later} job(s) wait for a retry scheduled later" if later else "")
             + (f"; {failed} failed job(s): see `statsworker failed`" if failed else ""),
             file=sys.stderr,
         )

@@ -17,6 +17,7 @@ from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, clean_registries
 from rq.results import Result
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import as_text, current_timestamp, now
 
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 BEAT_GAP = 0.5
 """Seconds within which a worker's heartbeat is not sent again (see StatsWorker.heartbeat)."""
+
+RETRY_PATIENCE = 60.0
+"""Seconds ahead within which a burst worker waits for a scheduled retry of a job of its
+queue (the retries are 2, 10 and 30 s after a failure) rather than leaving it behind."""
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Seconds before a worker that stopped on an error starts again, the last one repeated.
@@ -352,6 +357,8 @@ def run_worker(
         worked = run()
         if burst and not in_memory and not stopped.is_set():
             worked |= _drain_orphans(conns, run, stopped)
+        if burst and not stopped.is_set():
+            worked |= _run_retries(conns, run, stopped)
         tally.stopped = stopped.is_set()
         return worked
     except StopRequested:  # SIGTERM or Ctrl-C between two runs: nothing is half done
@@ -390,6 +397,48 @@ def _drain_orphans(conns: Connections, run: Any, stopped: threading.Event) -> bo
         else:
             time.sleep(HEARTBEAT_INTERVAL / 2)
     return worked
+
+
+def _run_retries(conns: Connections, run: Any, stopped: threading.Event) -> bool:
+    """Before a burst worker returns: run the retries scheduled for its queue's jobs.
+
+    A job that failed for a passing reason (Redis out of memory, say) waits in the
+    scheduled registry for its retry, which only a worker's scheduler queues again:
+    a burst worker used to report its queue drained and leave it there, and later
+    bursts never ran it. Here a retry due within :data:`RETRY_PATIENCE` seconds is
+    waited for, queued (unless a running scheduler does it first) and run, until none
+    is left that soon: the job is then applied, or in the failed registry."""
+    queue = conns.queue
+    key = queue.scheduled_job_registry.key
+    scheduler = RQScheduler([queue], connection=conns.raw, serializer=JSONSerializer)
+    worked = False
+    until = time.monotonic() + RETRY_PATIENCE + 60  # a dead scheduler's lock expires in 61 s
+    while not stopped.is_set() and time.monotonic() < until:
+        if queue.count:
+            worked |= run()
+            until = time.monotonic() + RETRY_PATIENCE + 60
+            continue
+        first = conns.raw.zrange(key, 0, 0, withscores=True)
+        if not first:
+            break
+        wait = first[0][1] - time.time()
+        if wait > RETRY_PATIENCE:
+            break
+        if wait > 0:
+            time.sleep(min(wait, 0.5))
+        elif scheduler.acquire_locks():  # type: ignore[no-untyped-call]
+            try:
+                scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+            finally:
+                scheduler.release_locks()  # type: ignore[no-untyped-call]
+        else:  # a worker's scheduler holds the queue's lock: it queues them itself
+            time.sleep(0.5)
+    return worked
+
+
+def scheduled_job_count(conns: Connections) -> int:
+    """Jobs of the queue waiting for a scheduled retry."""
+    return int(conns.raw.zcard(conns.queue.scheduled_job_registry.key))
 
 
 def failed_job_count(conns: Connections) -> int:
