@@ -654,6 +654,67 @@ def test_a_password_in_a_redis_url_is_not_printed() -> None:
     assert cli.unreachable(redis.ResponseError("WRONGTYPE"), "redis://h", "sqlite://") is None
 
 
+@pytest.mark.parametrize(
+    ("exc", "told"),
+    [
+        (
+            redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+            "Redis at redis://:***@h:6379/0 refuses writes: command not allowed when used",
+        ),
+        (
+            redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+            "Redis at redis://:***@h:6379/0 refuses writes: You can't write against",
+        ),
+        (
+            redis.ResponseError("MISCONF Redis is configured to save RDB snapshots, but..."),
+            "Redis at redis://:***@h:6379/0 refuses writes: MISCONF",
+        ),
+        (
+            redis.exceptions.NoPermissionError("this user has no permissions to run 'evalsha'"),
+            "Redis at redis://:***@h:6379/0 refused a command to this user: this user has no",
+        ),
+        (
+            redis.exceptions.InvalidResponse('Protocol error, got "H" as reply type byte'),
+            "the server at redis://:***@h:6379/0 does not answer as Redis does: Protocol error",
+        ),
+    ],
+)
+def test_a_redis_that_refuses_or_is_no_redis_is_told_in_one_line(exc: Exception, told: str) -> None:
+    said = cli.unreachable(exc, "redis://:s3cret@h:6379/0", "sqlite://")
+    assert said is not None and said.startswith(told), said
+    assert isinstance(exc, cli.UNREACHABLE)
+
+
+def test_a_server_that_is_not_redis_ends_a_command_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An HTTP server where Redis was expected (a wrong port) gave a traceback, exit 1."""
+    import socketserver
+    import threading
+
+    class Http(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(4096)
+            self.request.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Http) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        monkeypatch.setenv("STATSWORKER_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+        monkeypatch.setenv("STATSWORKER_DATABASE_URL", f"sqlite:///{tmp_path / 'log.db'}")
+        monkeypatch.setattr(context, "_current", None)
+        get_settings.cache_clear()
+        try:
+            code = cli.main(["failed"])
+        finally:
+            get_settings.cache_clear()
+            server.shutdown()
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert f"the server at redis://127.0.0.1:{port}/0 does not answer as Redis does" in err
+    assert "Traceback" not in err
+
+
 def _event(i: int) -> dict[str, Any]:
     return {
         "type": "performance.recorded",
@@ -808,3 +869,44 @@ def test_a_rejection_names_the_field_once_briefly_in_the_user_s_terms(
     with pytest.raises(EventError) as raised:
         parse_event({**body, **change}, "line 3")
     assert str(raised.value) == f"line 3: {reason}"
+
+
+def test_a_database_user_without_rights_on_the_schema_is_told_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate` as a role that may not create tables gave a traceback, exit 1."""
+    import sqlalchemy as sa
+
+    from tests.log_support import POSTGRES_URL
+
+    name = f"t_norights_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+        conn.execute(sa.text(f'CREATE ROLE "{name}" LOGIN'))
+        conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{name}" TO "{name}"'))  # no CREATE
+    url = sa.engine.make_url(POSTGRES_URL).set(username=name)
+    try:
+        monkeypatch.setenv(
+            "STATSWORKER_DATABASE_URL",
+            url.render_as_string(hide_password=False) + f"?options=-csearch_path%3D{name}",
+        )
+        monkeypatch.setenv("STATSWORKER_REDIS_URL", REAL_REDIS_URL)
+        monkeypatch.setattr(context, "_current", None)
+        get_settings.cache_clear()
+        try:
+            code = cli.main(["migrate"])
+        finally:
+            get_settings.cache_clear()
+        err = capsys.readouterr().err
+        assert code == 3, err
+        assert "refused this user: permission denied for schema" in err, err
+        assert "Traceback" not in err
+    finally:
+        from worker import eventlog
+
+        eventlog.close_all()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+            conn.execute(sa.text(f'DROP ROLE "{name}"'))
+        admin.dispose()

@@ -7,6 +7,7 @@ on, and the state equals the recompute of every event (see ``tests/faults_suppor
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -271,3 +272,28 @@ def test_a_redis_that_may_evict_state_keys_is_told_at_start(
     )
     assert done.returncode == 0, done.stderr
     assert "maxmemory-policy" not in done.stderr
+
+
+def test_a_redis_out_of_memory_at_start_ends_a_command_with_one_line(
+    private_redis: PrivateRedis, log_url: str, tmp_path: Path
+) -> None:
+    """It gave a traceback and exit 1, the code of a rejected line, for publish too."""
+    env = FaultEnv(
+        f"redis://127.0.0.1:{private_redis.port}/0", private_name("oom"), private_name("q"), log_url
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "\n".join(json.dumps(e.to_json_dict()) for e in generate_events(3, 5, 0)) + "\n"
+    )
+    redis.Redis(port=private_redis.port).config_set("maxmemory", 1)  # below what it holds
+    for command in (["worker", "--burst"], ["publish", str(events)]):
+        done = subprocess.run(
+            [*statsworker_command(), *command],
+            env=env.environ(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 3, done.stderr
+        assert f"Redis at redis://127.0.0.1:{private_redis.port}/0 refuses writes: " in done.stderr
+        assert "Traceback" not in done.stderr, done.stderr

@@ -377,6 +377,29 @@ def test_a_burst_worker_runs_the_retries_its_queue_waits_for(
     assert failed_jobs(conns) == [] and conns.queue.count == 0
 
 
+def test_a_burst_worker_whose_event_log_cannot_be_used_applies_the_queue_and_says_so(
+    rq_conns: Connections, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed a traceback of the sweep, then "queue drained", exit 0."""
+    missing = "sqlite:////nonexistent-dir/events.db"
+    conns = Connections(
+        rq_conns.settings.model_copy(update={"database_url": missing}), rq_conns.state, rq_conns.raw
+    )
+    enqueue_one(conns)
+    context.set_current(conns)
+    monkeypatch.setattr(cli, "_connections", lambda: conns)
+    assert cli.main(["worker", "--burst"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    told = err.strip().splitlines()
+    assert told[-2] == "worker: queue drained; 1 job(s) applied by this worker", err
+    assert told[-1].startswith(
+        "statsworker: the event log was not swept for events that never reached the queue: "
+        f"cannot open the event log at {missing}: unable to open database file"
+    ), err
+    assert conns.queue.count == 0
+
+
 def test_a_burst_worker_that_gives_up_says_what_it_applied(
     rq_conns: Connections, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -97,20 +97,39 @@ class Sweeper(threading.Thread):
         self.stopped.set()
 
 
-def sweep_once(conns: Connections) -> int:
-    """One sweep; a failure (database down, schema behind) is logged, never raised."""
+def sweep_once(conns: Connections) -> str | None:
+    """One sweep. A failure is logged, never raised: a worker keeps applying the queue
+    whatever the log's state.
+
+    Returns:
+        Why the sweep failed (a server that cannot be used, in one line, as the command
+        line says it), or None when it did not.
+    """
     try:
-        return recover_unqueued(conns)
-    except Exception:  # a worker keeps applying the queue whatever the log's state
-        log.exception("sweeping the event log for unqueued events failed")
-        return 0
-
-
-def start_sweeper(conns: Connections, burst: bool) -> Sweeper | None:
-    """Sweep now; unless ``burst``, keep sweeping in a daemon thread (returned)."""
-    sweep_once(conns)
-    if burst:
+        recover_unqueued(conns)
         return None
+    except Exception as exc:
+        from worker.cli import unreachable
+
+        reason = unreachable(exc, conns.settings.redis_url, conns.settings.database_url)
+        if reason is None:
+            log.exception("sweeping the event log for unqueued events failed")
+            return f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "the event log was not swept for events that never reached the queue: %s", reason
+        )
+        return reason
+
+
+def start_sweeper(conns: Connections, burst: bool) -> tuple[Sweeper | None, str | None]:
+    """Sweep now; unless ``burst``, keep sweeping in a daemon thread.
+
+    Returns:
+        The thread (None with ``burst``), and why the first sweep failed, if it did.
+    """
+    failed = sweep_once(conns)
+    if burst:
+        return None, failed
     sweeper = Sweeper(conns)
     sweeper.start()
-    return sweeper
+    return sweeper, failed

@@ -300,6 +300,9 @@ class Tally:
     stopped: bool = False
     """Whether a stop (SIGTERM, Ctrl-C) ended it."""
 
+    sweep_failed: str | None = None
+    """Why the sweep of the event log at start failed, if it did."""
+
 
 def run_worker(
     conns: Connections, burst: bool, with_scheduler: bool = True, tally: Tally | None = None
@@ -318,7 +321,8 @@ def run_worker(
     context.set_current(conns)
     tally = tally if tally is not None else Tally()
     in_memory = conns.settings.redis_url.startswith(MEMORY_URL)
-    sweeper = start_sweeper(conns, burst)  # queue what the log holds but the queue never got
+    # Queue what the log holds but the queue never got.
+    sweeper, tally.sweep_failed = start_sweeper(conns, burst)
 
     stopped = threading.Event()  # a warm stop was asked for: no restart, no drain
 
