@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import redis
@@ -17,7 +19,7 @@ from api_stub.deps import Detail, connections, error, or_detail
 from api_stub.metrics import render_metrics
 from events.schemas import Event, EventError, loads, parse_event
 from stats.setlists import StateNeedsRebuild
-from worker.connections import Connections
+from worker.connections import PROBE_CONNECTIONS, Connections
 from worker.eventlog import LOG_ERRORS, log_unusable
 from worker.metrics import record_rejected
 from worker.publishing import event_log, make_publisher
@@ -321,9 +323,19 @@ def create_app(conns: Connections) -> FastAPI:
         status = 202 if events or not rejected else 422
         return JSONResponse(answer.model_dump(), status_code=status)
 
+    # The health checks' own threads: the thread pool that runs reads can be full of
+    # reads waiting on a hung Redis, and a check queued behind them answered nothing
+    # within any healthcheck's timeout (45 reads at once against a stopped Redis).
+    health_threads = ThreadPoolExecutor(
+        max_workers=2 * PROBE_CONNECTIONS, thread_name_prefix="statsworker-health"
+    )
+
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
-    def health(conns: Conns) -> JSONResponse:
+    async def health(conns: Conns) -> JSONResponse:
         """Liveness, with Redis (and event log) reachability."""
+        return await asyncio.get_running_loop().run_in_executor(health_threads, _health, conns)
+
+    def _health(conns: Connections) -> JSONResponse:
         checks: dict[str, Any] = {}
         try:
             checks["redis"] = bool(conns.probe().ping())

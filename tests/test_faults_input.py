@@ -910,3 +910,32 @@ def test_a_database_user_without_rights_on_the_schema_is_told_in_one_line(
             conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
             conn.execute(sa.text(f'DROP ROLE "{name}"'))
         admin.dispose()
+
+
+def test_the_api_serves_with_clients_that_give_a_hung_redis_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`statsworker api` waits seconds for a reply, and a worker two minutes."""
+    import uvicorn
+
+    from worker import connections
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: [s.close() for s in sockets])
+    monkeypatch.setenv("STATSWORKER_REDIS_URL", REAL_REDIS_URL)
+    monkeypatch.setattr(context, "_current", None)
+    cli.get_settings.cache_clear()
+    try:
+        assert cli.main(["api", "--port", "0"]) == 0
+    finally:
+        cli.get_settings.cache_clear()
+    capsys.readouterr()
+    served = context.get()
+    for client in (served.state, served.raw):
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == connections.SERVE_REPLY_TIMEOUT_SECONDS
+        assert kwargs["retry"].get_retries() == connections.CLIENT_RETRIES
+        assert redis.TimeoutError not in kwargs["retry"]._supported_errors
+    worker_state, _raw = connections.make_clients(REAL_REDIS_URL)
+    kwargs = worker_state.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == connections.SOCKET_TIMEOUT_SECONDS
+    assert redis.TimeoutError in kwargs["retry"]._supported_errors

@@ -239,6 +239,118 @@ def test_health_checks_at_once_of_a_hung_redis_wait_once_at_most(
     ), outcomes
 
 
+@contextlib.contextmanager
+def hung_redis() -> Any:
+    """A server that accepts connections and never answers (a stopped Redis): its URL,
+    and a function that closes the connections it holds, ending the waits on them."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        held: list[socket.socket] = []
+        server.settimeout(0.1)
+        done = threading.Event()
+
+        def accept() -> None:
+            while not done.is_set():
+                with contextlib.suppress(OSError):
+                    held.append(server.accept()[0])
+
+        def release() -> None:
+            done.set()
+            thread.join(timeout=5)
+            server.close()  # a new connection is refused, not held in the backlog
+            for sock in held:
+                sock.close()
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        try:
+            yield f"redis://127.0.0.1:{server.getsockname()[1]}/0", release
+        finally:
+            release()
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Any:
+    """``app`` under uvicorn on a free port, as ``statsworker api`` runs it; its base URL."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical")
+    sock = config.bind_socket()
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def test_a_read_from_a_hung_redis_answers_503_instead_of_waiting_it_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's clients wait seconds for a reply and do not send it again: the state's
+    wait two minutes (an apply script may run long) and retry, and a read hung with them."""
+    monkeypatch.setattr(connections, "SERVE_REPLY_TIMEOUT_SECONDS", 0.5)
+    with hung_redis() as (url, _release):
+        settings = Settings(
+            redis_url=url, database_url=f"sqlite:///{tmp_path / 'log.db'}", today=TODAY
+        )
+        client = TestClient(create_app(Connections.from_settings(settings, serving=True)))
+        answers: list[Any] = []
+        for path in ("/analytics/stats/band", "/metrics"):
+            reader = threading.Thread(target=lambda p=path: answers.append(client.get(p)))
+            reader.start()
+            reader.join(timeout=30)  # a bound on hanging, not a timing: the wait is 0.5 s
+            assert not reader.is_alive(), f"{path} still waits on the hung Redis"
+        assert [a.status_code for a in answers] == [503, 503]
+        assert all(a.json()["detail"].startswith("Redis is unreachable: ") for a in answers)
+
+
+def test_health_answers_while_reads_fill_the_thread_pool_waiting_on_a_hung_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """45 reads at once on a stopped Redis held every thread of the pool that ran
+    /health too: a check answered nothing until they gave up."""
+    import urllib.error
+    import urllib.request
+
+    def get(url: str, timeout: float) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read())
+
+    def read_and_leave(url: str) -> None:
+        with contextlib.suppress(OSError):  # the client leaves; the API's thread waits on
+            get(url, timeout=2)
+
+    monkeypatch.setattr(connections, "SERVE_REPLY_TIMEOUT_SECONDS", 60.0)  # reads hang on
+    monkeypatch.setattr(connections, "CLIENT_RETRIES", 0)
+    with hung_redis() as (url, release):
+        settings = Settings(
+            redis_url=url, database_url=f"sqlite:///{tmp_path / 'log.db'}", today=TODAY
+        )
+        with serving(create_app(Connections.from_settings(settings, serving=True))) as base:
+            readers = [
+                threading.Thread(target=read_and_leave, args=(f"{base}/analytics/stats/band",))
+                for _ in range(45)
+            ]
+            for reader in readers:
+                reader.start()
+            for reader in readers:
+                reader.join()
+            try:
+                status, body = get(f"{base}/health", timeout=10)
+            finally:
+                release()  # the reads end, and uvicorn with them
+            assert (status, body) == (503, {"status": "degraded", "redis": False, "database": True})
+
+
 def test_health_reports_an_unreachable_database(backend: Backend, tmp_path: Path) -> None:
     conns = make_conns(backend, tmp_path)
     port = free_port()  # no PostgreSQL there

@@ -142,8 +142,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api_stub.app import create_app
+    from worker import context
 
-    conns = _connections()
+    conns = context.get(serving=True)  # a hung Redis answers 503 after seconds
     _warn_of_eviction(conns)
     app = create_app(conns)
     config = uvicorn.Config(

@@ -6,6 +6,7 @@ shared by every client of the process: the embedded default of ``statsworker dem
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,12 @@ class _Final(Exception):
 SOCKET_TIMEOUT_SECONDS = 120.0
 """Longest a state client waits for a reply: past any script this project runs (Redis
 itself answers BUSY to every other client after 5 s of one script)."""
+
+SERVE_REPLY_TIMEOUT_SECONDS = 6.0
+"""Longest the API's clients wait for a reply (``statsworker api``): a read is one short
+script, and Redis itself answers BUSY to every other client once a script has run 5 s.
+A Redis that hangs (stopped, swapping) then gets 503 after this, where the state's
+clients would wait out :data:`SOCKET_TIMEOUT_SECONDS` and send the command again."""
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 """Longest a client waits to connect before it retries."""
@@ -149,22 +156,33 @@ class CommandPacker:
         return packed
 
 
-def make_clients(url: str) -> tuple[Any, Any]:
-    """A text client for state and a bytes client for RQ, on the same server."""
+def make_clients(url: str, serving: bool = False) -> tuple[Any, Any]:
+    """A text client for state and a bytes client for RQ, on the same server.
+
+    With ``serving`` (the API's), a reply is waited for :data:`SERVE_REPLY_TIMEOUT_SECONDS`
+    and a timeout is not retried: a request answers 503 instead of hanging on a Redis
+    that accepts and does not answer. Lost connections are retried as elsewhere.
+    """
     if url.startswith(MEMORY_URL):
         server = memory_server()
         return (
             fakeredis.FakeRedis(server=server, decode_responses=True),
             fakeredis.FakeRedis(server=server),
         )
-    retry = _TransientRetry(ExponentialBackoff(cap=5.0, base=0.05), CLIENT_RETRIES)
+    # redis-py's Retry retries timeouts whatever retry_on_error says: the API's does not.
+    retried: tuple[type[Exception], ...] = (redis.ConnectionError,)
+    if not serving:
+        retried += (redis.TimeoutError, socket.timeout)  # redis-py's default
+    retry = _TransientRetry(
+        ExponentialBackoff(cap=5.0, base=0.05), CLIENT_RETRIES, supported_errors=retried
+    )
     common: dict[str, Any] = {
         # redis-py 8 gives up on a reply after 5 s and then sends the command again: an
         # apply script that runs 5 s (a large batch on a loaded server) got BUSY back.
-        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_timeout": SERVE_REPLY_TIMEOUT_SECONDS if serving else SOCKET_TIMEOUT_SECONDS,
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "retry": retry,
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "retry_on_error": list(retried),
         "health_check_interval": 30,
         "command_packer": CommandPacker(),
     }
@@ -224,7 +242,7 @@ class Connections:
         return client
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Connections:
-        """Clients for ``settings.redis_url``."""
-        state, raw = make_clients(settings.redis_url)
+    def from_settings(cls, settings: Settings, serving: bool = False) -> Connections:
+        """Clients for ``settings.redis_url`` (``serving``: the API's, see make_clients)."""
+        state, raw = make_clients(settings.redis_url, serving)
         return cls(settings, state, raw)

@@ -13,11 +13,12 @@ def set_current(conns: Connections) -> None:
     _current = conns
 
 
-def get() -> Connections:
-    """The process's connections; built from the environment on first use."""
+def get(serving: bool = False) -> Connections:
+    """The process's connections; built from the environment on first use (``serving``:
+    with the API's clients, see ``worker.connections.make_clients``)."""
     global _current
     if _current is None:
         from stats.settings import get_settings
 
-        _current = Connections.from_settings(get_settings())
+        _current = Connections.from_settings(get_settings(), serving)
     return _current
