@@ -73,7 +73,13 @@ class Settings(BaseSettings):
             try:
                 parts.port  # noqa: B018 - raises on a port that is not a number
             except ValueError:
-                raise ValueError("the port must be a number from 0 to 65535") from None
+                hint = (
+                    " (a password holding '/', '#' or '?' must be percent-encoded in the URL:"
+                    " %2F, %23, %3F)"
+                    if "@" in parts.netloc or "@" in value
+                    else ""
+                )
+                raise ValueError(f"the port must be a number from 0 to 65535{hint}") from None
             database = parts.path.strip("/")
             if database and not (database.isascii() and database.isdigit()):
                 raise ValueError(
@@ -100,6 +106,11 @@ class Settings(BaseSettings):
                 "not a database URL (sqlite:///FILE or postgresql+psycopg://...):"
                 f" {redacted(value)!r}"
             ) from None
+        if url.host and "@" in url.host:  # user:p@ss@host reads as password 'p'
+            raise ValueError(  # the host is not shown: it holds the password's tail
+                "the host holds '@': a password holding '@' must be percent-encoded in the"
+                " URL (%40)"
+            )
         # The database and its driver are loaded when the log is first opened: fail now,
         # by name, rather than with a traceback from the command.
         try:

@@ -567,6 +567,16 @@ def test_fuzz_publish_lines(lines: list[Any]) -> None:
         # redis-py would read these as database 0, or fail later with a traceback.
         ("STATSWORKER_REDIS_URL", "redis://127.0.0.1:6379/abc", "database must be a number"),
         ("STATSWORKER_REDIS_URL", "redis://127.0.0.1:port/0", "port must be a number"),
+        (
+            "STATSWORKER_REDIS_URL",
+            "redis://:s3cret/x@redis:6379/0",  # as docker-compose.yml writes a password in
+            "a password holding '/', '#' or '?' must be percent-encoded in the URL",
+        ),
+        (
+            "STATSWORKER_DATABASE_URL",
+            "postgresql+psycopg://u:s3cret@x@postgres:5432/db",
+            "the host holds '@': a password holding '@' must be percent-encoded in the URL",
+        ),
         ("STATSWORKER_DATABASE_URL", "foo://x/y", "SQLAlchemy knows no database 'foo'"),
         ("STATSWORKER_DATABASE_URL", "mysql://u@h/db", "driver of 'mysql' is not installed"),
         # Options redis-py reads only when it makes the first client.
