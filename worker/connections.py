@@ -105,7 +105,8 @@ def eviction_risk(client: Any) -> str | None:
         return None
     return (
         f"Redis' maxmemory-policy is {policy}: at maxmemory it evicts statsworker's state"
-        " keys, and answers go wrong without an error until `statsworker rebuild`; set"
+        " keys and queued batches, and answers go wrong without an error until"
+        " `statsworker rebuild`; set"
         " maxmemory-policy to noeviction (a full Redis then refuses writes, and the"
         " batches wait and are retried)"
     )
