@@ -250,7 +250,8 @@ def test_a_redis_that_may_evict_state_keys_is_told_at_start(
         admin.config_set("maxmemory-policy", policy)
         assert "maxmemory-policy" not in burst().stderr, policy
 
-    # A user that may not read the configuration is not warned, and works on.
+    # A user that may not read the configuration is not warned, and works on; nor is
+    # one denied CLIENT told by RQ that it cannot name its connection.
     admin.config_set("maxmemory-policy", "allkeys-lru")
     admin.acl_setuser(
         "app",
@@ -258,7 +259,7 @@ def test_a_redis_that_may_evict_state_keys_is_told_at_start(
         passwords=["+pw"],
         keys=["*"],
         channels=["*"],
-        commands=["+@all", "-config"],
+        commands=["+@all", "-config", "-client"],
     )
     restricted = FaultEnv(
         f"redis://app:pw@127.0.0.1:{private_redis.port}/0", env.prefix, env.queue, log_url
@@ -272,6 +273,7 @@ def test_a_redis_that_may_evict_state_keys_is_told_at_start(
     )
     assert done.returncode == 0, done.stderr
     assert "maxmemory-policy" not in done.stderr
+    assert "CLIENT SETNAME" not in done.stderr, done.stderr
 
 
 def test_a_redis_out_of_memory_at_start_ends_a_command_with_one_line(

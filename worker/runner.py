@@ -7,6 +7,7 @@ import math
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,13 +284,18 @@ def make_worker(conns: Connections) -> StatsWorker:
     the README for the measurement). With ``memory://`` there is no other process to
     die, so no heartbeat thread runs.
     """
-    return StatsWorker(
-        [conns.queue],
-        connection=conns.raw,
-        serializer=JSONSerializer,
-        name=f"statsworker-{uuid.uuid4().hex[:12]}",
-        guard=not conns.settings.redis_url.startswith(MEMORY_URL),
-    )
+    with warnings.catch_warnings():
+        # RQ warns when Redis refuses CLIENT SETNAME (an ACL user without CLIENT, or a
+        # database index out of range, which the command then reports in one line): the
+        # worker's address is only shown as unknown.
+        warnings.filterwarnings("ignore", message="CLIENT SETNAME command not supported")
+        return StatsWorker(
+            [conns.queue],
+            connection=conns.raw,
+            serializer=JSONSerializer,
+            name=f"statsworker-{uuid.uuid4().hex[:12]}",
+            guard=not conns.settings.redis_url.startswith(MEMORY_URL),
+        )
 
 
 @dataclass
