@@ -171,6 +171,10 @@ def _allow_with_head(headers: Any) -> list[tuple[bytes, bytes]]:
     return out
 
 
+REFUSED_WRITES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+"""Redis' refusals of a write that pass once it has memory again, or is a primary."""
+
+
 def _publish(conns: Connections, events: list[Event], bodies: list[Any]) -> None:
     make_publisher(conns).publish_validated(zip(events, bodies, strict=True))
 
@@ -254,6 +258,13 @@ def create_app(conns: Connections) -> FastAPI:
         log.warning("Redis unreachable: %s", exc)
         return JSONResponse({"detail": f"Redis is unreachable: {exc}"}, status_code=503)
 
+    @app.exception_handler(redis.exceptions.OutOfMemoryError)
+    @app.exception_handler(redis.exceptions.ReadOnlyError)
+    async def redis_refuses_writes(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        """Redis out of memory, or a replica: as passing as an outage."""
+        log.warning("Redis refuses writes: %s", exc)
+        return JSONResponse({"detail": f"Redis refuses writes: {exc}"}, status_code=503)
+
     @app.post(
         "/events",
         response_model=IngestAnswer,
@@ -302,6 +313,9 @@ def create_app(conns: Connections) -> FastAPI:
                 # The batches logged before it are queued by the workers' sweep.
                 log.warning("POST /events: Redis unreachable: %s", exc)
                 return _unavailable(f"Redis is unreachable: {exc}")
+            except REFUSED_WRITES as exc:  # out of memory, a replica: the same
+                log.warning("POST /events: Redis refuses writes: %s", exc)
+                return _unavailable(f"Redis refuses writes: {exc}")
             except LOG_ERRORS as exc:
                 if not log_unusable(exc):
                     raise  # IntegrityError, ProgrammingError...: a bug, not an outage
@@ -313,7 +327,7 @@ def create_app(conns: Connections) -> FastAPI:
                 await run_in_threadpool(
                     record_rejected, conns.state, conns.settings.key_prefix, len(rejected)
                 )
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, *REFUSED_WRITES) as exc:
                 # The counter is the operator's; the reasons are the caller's, and they
                 # hold whether Redis is up or not.
                 log.warning("POST /events: rejections not counted, Redis unreachable: %s", exc)

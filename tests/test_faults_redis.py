@@ -299,3 +299,34 @@ def test_a_redis_out_of_memory_at_start_ends_a_command_with_one_line(
         assert done.returncode == 3, done.stderr
         assert f"Redis at redis://127.0.0.1:{private_redis.port}/0 refuses writes: " in done.stderr
         assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_post_to_a_redis_out_of_memory_answers_503_and_reads_go_on(
+    private_redis: PrivateRedis, log_url: str
+) -> None:
+    """Redis refusing writes refused the job: POST /events answered 500."""
+    from fastapi.testclient import TestClient
+
+    from api_stub.app import create_app
+    from worker.connections import Connections
+
+    env = FaultEnv(
+        f"redis://127.0.0.1:{private_redis.port}/0", private_name("oom"), private_name("q"), log_url
+    )
+    conns = Connections.from_settings(env.settings(), serving=True)
+    make_publisher(conns).publish(generate_events(seed=4, performances=50, videos=0))
+    from worker.runner import run_worker
+
+    assert run_worker(conns, burst=True, with_scheduler=False)
+    client = TestClient(create_app(conns))
+    vertical = conns.setlists.verticals()[0]
+    before = client.get(f"/analytics/stats/{vertical}")
+    assert before.status_code == 200
+    redis.Redis(port=private_redis.port).config_set("maxmemory", 1)
+    event = generate_events(seed=5, performances=1, videos=0)[0].to_json_dict()
+    answer = client.post("/events", json=[event])
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["detail"].startswith("Redis refuses writes: command not allowed")
+    assert "send the whole request again" in answer.json()["detail"]
+    again = client.get(f"/analytics/stats/{vertical}")
+    assert (again.status_code, again.json()) == (200, before.json())
