@@ -664,6 +664,13 @@ def test_a_password_in_a_redis_url_is_not_printed() -> None:
     assert cli.unreachable(redis.ResponseError("WRONGTYPE"), "redis://h", "sqlite://") is None
 
 
+def test_a_log_behind_its_migrations_is_told_once_not_inside_another_sentence() -> None:
+    from worker.migrations import SchemaNotReady
+
+    reason = "the event log at sqlite:///x.db is at revision none: run `statsworker migrate`"
+    assert cli.unreachable(SchemaNotReady(reason), "redis://h", "sqlite:///x.db") == reason
+
+
 @pytest.mark.parametrize(
     ("exc", "told"),
     [

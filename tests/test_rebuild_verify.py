@@ -397,6 +397,7 @@ def test_state_in_an_earlier_layout_is_refused_until_a_rebuild_rewrites_it(
     backend: Backend,
     log_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     conns = make_conns(backend, log_url)
     events = random_stream(seed=5, performances=200, videos=0)
@@ -421,6 +422,23 @@ def test_state_in_an_earlier_layout_is_refused_until_a_rebuild_rewrites_it(
     with pytest.raises(StateNeedsRebuild):
         conns.setlists.roll("band-a", TODAY)
     assert state_dump(c, (*k, *retired)) == kept  # refused means untouched
+    # The commands that walk every vertical name it, and do the others (band-a is first).
+    with as_current(conns, monkeypatch):
+        capsys.readouterr()
+        assert cli.main(["roll"]) == 1
+        told = capsys.readouterr().err
+        assert f"rolled 1 vertical(s) to {TODAY.isoformat()}" in told, told
+        assert "not rolled: the state of vertical 'band-a' is in layout" in told, told
+        c.delete(k.songplays)
+        c.zadd(k.songplays, {"a": 1})  # a key of another type, as layout 1 kept it
+        assert cli.main(["verify"]) == 1
+        told = capsys.readouterr()
+        assert "Traceback" not in told.err
+        assert (
+            "verify: vertical 'band-a' is kept in an earlier layout, not compared:"
+            " run `statsworker rebuild --vertical band-a`"
+        ) in told.err
+        assert f"{k.meta}\tlayout\texpected {keys.SETLIST_LAYOUT}\tfound (absent)" in told.out
     http = TestClient(create_app(conns))
     route = "/analytics/stats/band-b"  # the other band is fine
     assert (http.get(route).status_code, http.get(route).json()) == before[route]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gc
 import importlib
 import logging
@@ -159,13 +160,25 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_roll(args: argparse.Namespace) -> int:
     """Move every vertical's windowed counters to today (with ``--every``, again and again)."""
+    from stats.setlists import StateNeedsRebuild
+
     conns = _connections()
     while True:
         today = conns.settings.current_date()
         verticals = conns.setlists.verticals()
-        kept = [day for day in (conns.setlists.roll(v, today) for v in verticals) if day > today]
+        kept: list[dt.date] = []
+        refused: list[StateNeedsRebuild] = []
+        for vertical in verticals:
+            try:
+                day = conns.setlists.roll(vertical, today)
+            except StateNeedsRebuild as exc:  # an earlier layout: the others roll all the same
+                refused.append(exc)
+                continue
+            if day > today:
+                kept.append(day)
         print(
-            f"rolled {len(verticals) - len(kept)} vertical(s) to {today.isoformat()}",
+            f"rolled {len(verticals) - len(kept) - len(refused)} vertical(s) to"
+            f" {today.isoformat()}",
             file=sys.stderr,
         )
         if kept:
@@ -174,9 +187,11 @@ def cmd_roll(args: argparse.Namespace) -> int:
                 "counters never move back",
                 file=sys.stderr,
             )
+        for refusal in refused:
+            print(f"not rolled: {refusal}", file=sys.stderr)
         every = getattr(args, "every", None)  # absent when a caller builds its own Namespace
         if not every:
-            return 0
+            return 1 if refused else 0
         # A roll to the same day changes nothing, so a short period costs little and
         # puts a new day into the counters soon after midnight UTC.
         time.sleep(every)
@@ -338,7 +353,10 @@ def unreachable(exc: BaseException, redis_url: str, database_url: str) -> str | 
     if isinstance(exc, redis.RedisError):
         return f"cannot reach {redis_at}: {exc}"
     from worker.eventlog import log_unusable
+    from worker.migrations import SchemaNotReady
 
+    if isinstance(exc, SchemaNotReady):
+        return str(exc)  # it names the log and says what to run
     detail = getattr(exc, "orig", None) or exc
     text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
     try:

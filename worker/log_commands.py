@@ -161,6 +161,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         drifts = verifier.run(args.vertical, args.creator, progress=advance)
     for drift in drifts:
         print(drift)
+    for vertical in verifier.old_layouts:
+        print(
+            f"verify: vertical {vertical!r} is kept in an earlier layout, not compared:"
+            f" run `statsworker rebuild --vertical {vertical}`",
+            file=sys.stderr,
+        )
     if drifts:
         print(f"verify: {len(drifts)} difference(s) between Redis and the log", file=sys.stderr)
         return 1
