@@ -360,7 +360,7 @@ def create_app(conns: Connections) -> FastAPI:
             event_log(conns).max_seq()  # one indexed query: reachable, and the schema is there
             checks["database"] = True
         except Exception as exc:  # unreachable, refused, or a schema behind
-            log.warning("health: event log database unreachable: %s", exc)
+            log.warning("health: the event log cannot be used: %s", exc)
             checks["database"] = False
         ok = all(checks.values())
         return JSONResponse(
