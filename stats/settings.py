@@ -70,18 +70,28 @@ class Settings(BaseSettings):
             # redis-py reads what it can and ignores the rest: a database that is not a
             # number would silently be database 0.
             parts = urlsplit(value)
+            # A '/', '#' or '?' in a password ends the URL's host part early: what follows
+            # is read as port, database or options, and must not be shown (it holds the
+            # rest of the password).
+            broken = "@" in value and "@" not in parts.netloc
+            hint = (
+                " (a password holding '/', '#' or '?' must be percent-encoded in the URL:"
+                " %2F, %23, %3F)"
+            )
+            if broken and not parts.hostname:  # redis://:12#ab@host reads as port 12
+                raise ValueError(f"no host before the '@'{hint}")
+            if broken and "@" in parts.fragment:  # redis://user:12#ab@host: host 'user'
+                raise ValueError(f"an '@' after a '#'{hint}")
             try:
                 parts.port  # noqa: B018 - raises on a port that is not a number
             except ValueError:
-                hint = (
-                    " (a password holding '/', '#' or '?' must be percent-encoded in the URL:"
-                    " %2F, %23, %3F)"
-                    if "@" in parts.netloc or "@" in value
-                    else ""
-                )
-                raise ValueError(f"the port must be a number from 0 to 65535{hint}") from None
+                raise ValueError(
+                    f"the port must be a number from 0 to 65535{hint if broken else ''}"
+                ) from None
             database = parts.path.strip("/")
             if database and not (database.isascii() and database.isdigit()):
+                if broken:
+                    raise ValueError(f"the database must be a number{hint}")
                 raise ValueError(
                     f"the database must be a number (redis://host:6379/0), not {database!r}"
                 )

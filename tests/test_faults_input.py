@@ -572,6 +572,18 @@ def test_fuzz_publish_lines(lines: list[Any]) -> None:
             "redis://:s3cret/x@redis:6379/0",  # as docker-compose.yml writes a password in
             "a password holding '/', '#' or '?' must be percent-encoded in the URL",
         ),
+        (  # read as port 12 and database 's3cret@redis...': neither may be shown
+            "STATSWORKER_REDIS_URL",
+            "redis://:12/s3cret@redis:6379/0",
+            "no host before the '@' (a password holding '/', '#' or '?' must be",
+        ),
+        ("STATSWORKER_REDIS_URL", "redis://:12#s3cret@redis:6379/0", "no host before the '@'"),
+        ("STATSWORKER_REDIS_URL", "redis://u:12#s3cret@redis:6379/0", "an '@' after a '#'"),
+        (
+            "STATSWORKER_REDIS_URL",
+            "redis://user:12/s3cret@redis:6379/0",
+            "the database must be a number (a password holding",
+        ),
         (
             "STATSWORKER_DATABASE_URL",
             "postgresql+psycopg://u:s3cret@x@postgres:5432/db",

@@ -369,12 +369,27 @@ def test_a_burst_worker_runs_the_retries_its_queue_waits_for(
     assert cli.main(["worker", "--burst"]) == 0
     told = capsys.readouterr().err.strip().splitlines()[-1]
     assert told == (
-        "worker: queue drained; 2 job(s) applied by this worker; "
-        "1 job(s) wait for a retry scheduled later"
+        "worker: queue drained; 2 job(s) applied by this worker; 1 job(s) scheduled for later"
     ), told
     assert sorted(runs) == sorted([failing.id, failing.id, overdue.id])
     assert conns.queue.scheduled_job_registry.get_job_ids() == [later.id]
     assert failed_jobs(conns) == [] and conns.queue.count == 0
+
+
+@pytest.mark.timeout(60)  # a bound on spinning, not a timing
+def test_a_burst_worker_on_a_suspended_queue_ends_as_before(rq_conns: Connections) -> None:
+    """`rq suspend`: RQ's burst loop returns at once without taking a job, and the wait
+    for retries went round and round on the job still queued."""
+    from rq.suspension import resume, suspend
+
+    conns = rq_conns
+    job_id = enqueue_one(conns)
+    suspend(conns.raw)
+    try:
+        assert run_worker(conns, burst=True, with_scheduler=False) is False
+        assert conns.queue.get_job_ids() == [job_id]
+    finally:
+        resume(conns.raw)
 
 
 def test_a_burst_worker_whose_event_log_cannot_be_used_applies_the_queue_and_says_so(

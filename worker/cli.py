@@ -123,7 +123,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(
             f"worker: {'stopped' if tally.stopped else 'queue drained'}; "
             f"{tally.jobs_done} job(s) applied by this worker"
-            + (f"; {later} job(s) wait for a retry scheduled later" if later else "")
+            + (f"; {later} job(s) scheduled for later" if later else "")
             + (f"; {failed} failed job(s): see `statsworker failed`" if failed else ""),
             file=sys.stderr,
         )

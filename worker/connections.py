@@ -87,13 +87,16 @@ health check (docker-compose gives it 3 s) gets its answer rather than a timeout
 
 
 def eviction_risk(client: Any) -> str | None:
-    """Why Redis may delete state keys of its own accord, or None when it will not.
+    """Why Redis may delete keys of statsworker's of its own accord, or None when it will
+    not (``maxmemory-policy`` is ``noeviction``, Redis' default).
 
-    Every state key lives without a TTL, so only an ``allkeys-*`` ``maxmemory-policy``
-    evicts them: once Redis reaches ``maxmemory`` it would drop a song's plays or a
-    bucket of performance records, and reads and later events would go wrong without
-    an error. A server that keeps its configuration from this client (``CONFIG``
-    renamed, or denied by an ACL) tells nothing, and nothing is said.
+    State keys and queued jobs live without a TTL, so an ``allkeys-*`` policy at
+    ``maxmemory`` drops a song's plays, a bucket of performance records or a queued
+    batch, and reads and later events go wrong without an error. A ``volatile-*`` one
+    drops keys with a TTL: failed batches (kept 30 days for ``statsworker failed``),
+    which the log counts as queued, so no sweep sends them again. A server that keeps
+    its configuration from this client (``CONFIG`` renamed, or denied by an ACL) tells
+    nothing, and nothing is said.
     """
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
@@ -101,12 +104,17 @@ def eviction_risk(client: Any) -> str | None:
         return None
     if isinstance(policy, bytes):
         policy = policy.decode("ascii", "replace")
-    if not isinstance(policy, str) or not policy.startswith("allkeys-"):
+    if not isinstance(policy, str) or policy == "noeviction":
         return None
+    if policy.startswith("allkeys-"):
+        what = (
+            "statsworker's state keys and queued batches, and answers go wrong without an"
+            " error until `statsworker rebuild`"
+        )
+    else:
+        what = "keys with a TTL, failed batches among them, which no sweep sends again"
     return (
-        f"Redis' maxmemory-policy is {policy}: at maxmemory it evicts statsworker's state"
-        " keys and queued batches, and answers go wrong without an error until"
-        " `statsworker rebuild`; set"
+        f"Redis' maxmemory-policy is {policy}: at maxmemory it evicts {what}; set"
         " maxmemory-policy to noeviction (a full Redis then refuses writes, and the"
         " batches wait and are retried)"
     )

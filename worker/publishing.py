@@ -97,12 +97,16 @@ class Sweeper(threading.Thread):
         self.stopped.set()
 
 
-def sweep_once(conns: Connections) -> str | None:
-    """One sweep. A failure is logged, never raised: a worker keeps applying the queue
-    whatever the log's state.
+def sweep_once(conns: Connections, told: bool = True) -> str | None:
+    """One sweep. A failure is never raised: a worker keeps applying the queue whatever
+    the log's state.
+
+    Args:
+        told: log a failure (a burst worker says it in its last line instead); a failure
+            that is not about a server, a bug, is logged with its traceback anyway.
 
     Returns:
-        Why the sweep failed (a server that cannot be used, in one line, as the command
+        Why the sweep failed, in one line (a server that cannot be used as the command
         line says it), or None when it did not.
     """
     try:
@@ -114,10 +118,13 @@ def sweep_once(conns: Connections) -> str | None:
         reason = unreachable(exc, conns.settings.redis_url, conns.settings.database_url)
         if reason is None:
             log.exception("sweeping the event log for unqueued events failed")
-            return f"{type(exc).__name__}: {exc}"
-        log.warning(
-            "the event log was not swept for events that never reached the queue: %s", reason
-        )
+            lines = str(exc).strip().splitlines()
+            return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        if told:
+            log.warning(
+                "the event log was not swept for events that never reached the queue: %s",
+                reason,
+            )
         return reason
 
 
@@ -127,7 +134,7 @@ def start_sweeper(conns: Connections, burst: bool) -> tuple[Sweeper | None, str 
     Returns:
         The thread (None with ``burst``), and why the first sweep failed, if it did.
     """
-    failed = sweep_once(conns)
+    failed = sweep_once(conns, told=not burst)
     if burst:
         return None, failed
     sweeper = Sweeper(conns)

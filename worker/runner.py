@@ -30,6 +30,12 @@ from worker.reaper import DEAD_AFTER, HEARTBEAT_INTERVAL, REAP_INTERVAL, STRANDE
 
 log = logging.getLogger(__name__)
 
+# RQ warns when Redis refuses CLIENT SETNAME (an ACL user without CLIENT, or a database
+# index out of range, which the command then reports in one line): the worker's address
+# is only shown as unknown. Set once here: catch_warnings would swap the process's
+# filters while other threads run.
+warnings.filterwarnings("ignore", message="CLIENT SETNAME command not supported")
+
 BEAT_GAP = 0.5
 """Seconds within which a worker's heartbeat is not sent again (see StatsWorker.heartbeat)."""
 
@@ -284,18 +290,13 @@ def make_worker(conns: Connections) -> StatsWorker:
     the README for the measurement). With ``memory://`` there is no other process to
     die, so no heartbeat thread runs.
     """
-    with warnings.catch_warnings():
-        # RQ warns when Redis refuses CLIENT SETNAME (an ACL user without CLIENT, or a
-        # database index out of range, which the command then reports in one line): the
-        # worker's address is only shown as unknown.
-        warnings.filterwarnings("ignore", message="CLIENT SETNAME command not supported")
-        return StatsWorker(
-            [conns.queue],
-            connection=conns.raw,
-            serializer=JSONSerializer,
-            name=f"statsworker-{uuid.uuid4().hex[:12]}",
-            guard=not conns.settings.redis_url.startswith(MEMORY_URL),
-        )
+    return StatsWorker(
+        [conns.queue],
+        connection=conns.raw,
+        serializer=JSONSerializer,
+        name=f"statsworker-{uuid.uuid4().hex[:12]}",
+        guard=not conns.settings.redis_url.startswith(MEMORY_URL),
+    )
 
 
 @dataclass
@@ -420,13 +421,18 @@ def _run_retries(conns: Connections, run: Any, stopped: threading.Event) -> bool
     is left that soon: the job is then applied, or in the failed registry."""
     queue = conns.queue
     key = queue.scheduled_job_registry.key
-    scheduler = RQScheduler([queue], connection=conns.raw, serializer=JSONSerializer)
+    scheduler = RQScheduler(
+        [queue], connection=conns.raw, serializer=JSONSerializer, logging_level="WARNING"
+    )
     worked = False
     until = time.monotonic() + RETRY_PATIENCE + 60  # a dead scheduler's lock expires in 61 s
     while not stopped.is_set() and time.monotonic() < until:
-        if queue.count:
-            worked |= run()
-            until = time.monotonic() + RETRY_PATIENCE + 60
+        if queued := queue.count:
+            if run():
+                worked = True
+                until = time.monotonic() + RETRY_PATIENCE + 60
+            elif queue.count >= queued:
+                break  # nothing was taken (the queue suspended, say): not a loop on it
             continue
         first = conns.raw.zrange(key, 0, 0, withscores=True)
         if not first:
@@ -447,7 +453,7 @@ def _run_retries(conns: Connections, run: Any, stopped: threading.Event) -> bool
 
 
 def scheduled_job_count(conns: Connections) -> int:
-    """Jobs of the queue waiting for a scheduled retry."""
+    """Jobs of the queue in its scheduled registry (retries, mostly)."""
     return int(conns.raw.zcard(conns.queue.scheduled_job_registry.key))
 
 
