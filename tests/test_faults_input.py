@@ -544,6 +544,16 @@ def test_fuzz_publish_lines(lines: list[Any]) -> None:
     assert report.jobs == -(-len(expected_good) // 3)
 
 
+def main_afresh(argv: list[str]) -> int:
+    """``cli.main`` on settings read again from the environment, as a new process reads
+    them (and cleared after, for the tests that follow)."""
+    get_settings.cache_clear()
+    try:
+        return cli.main(argv)
+    finally:
+        get_settings.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "reason"),
     [
@@ -605,11 +615,7 @@ def test_a_bad_setting_is_named_with_exit_code_2_before_anything_runs(
     reason: str,
 ) -> None:
     monkeypatch.setenv(variable, value)
-    get_settings.cache_clear()
-    try:
-        assert cli.main(["failed"]) == 2
-    finally:
-        get_settings.cache_clear()
+    assert main_afresh(["failed"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"statsworker: bad configuration: {variable}: "), err
     assert reason in err and "Traceback" not in err
@@ -656,11 +662,7 @@ def test_a_server_that_cannot_be_used_ends_the_command_with_one_line_and_exit_co
     (tmp_path / "garbage.db").write_text("not a database\n")
     monkeypatch.setenv(variable, value.replace("TMP", str(tmp_path)))
     monkeypatch.setattr(context, "_current", None)
-    get_settings.cache_clear()
-    try:
-        code = cli.main([str(events) if part == "EVENTS" else part for part in command])
-    finally:
-        get_settings.cache_clear()
+    code = main_afresh([str(events) if part == "EVENTS" else part for part in command])
     err = capsys.readouterr().err
     assert code == 3, err
     assert reason in err and "Traceback" not in err
@@ -732,11 +734,9 @@ def test_a_server_that_is_not_redis_ends_a_command_with_one_line(
         monkeypatch.setenv("STATSWORKER_REDIS_URL", f"redis://127.0.0.1:{port}/0")
         monkeypatch.setenv("STATSWORKER_DATABASE_URL", f"sqlite:///{tmp_path / 'log.db'}")
         monkeypatch.setattr(context, "_current", None)
-        get_settings.cache_clear()
         try:
-            code = cli.main(["failed"])
+            code = main_afresh(["failed"])
         finally:
-            get_settings.cache_clear()
             server.shutdown()
     err = capsys.readouterr().err
     assert code == 3, err
@@ -838,11 +838,7 @@ def test_the_api_says_where_it_serves(
     monkeypatch.setattr(uvicorn.Server, "run", serve)
     monkeypatch.setenv("STATSWORKER_REDIS_URL", "memory://")
     monkeypatch.setattr(context, "_current", None)
-    cli.get_settings.cache_clear()
-    try:
-        assert cli.main(["api", "--host", host, "--port", "0"]) == 0
-    finally:
-        cli.get_settings.cache_clear()
+    assert main_afresh(["api", "--host", host, "--port", "0"]) == 0
     assert len(ports) == 1 and ports[0] > 0
     told = capsys.readouterr().err
     assert f"statsworker api: serving on http://{shown}:{ports[0]}" in told, told
@@ -922,11 +918,7 @@ def test_a_database_user_without_rights_on_the_schema_is_told_in_one_line(
         )
         monkeypatch.setenv("STATSWORKER_REDIS_URL", REAL_REDIS_URL)
         monkeypatch.setattr(context, "_current", None)
-        get_settings.cache_clear()
-        try:
-            code = cli.main(["migrate"])
-        finally:
-            get_settings.cache_clear()
+        code = main_afresh(["migrate"])
         err = capsys.readouterr().err
         assert code == 3, err
         assert "refused this user: permission denied for schema" in err, err
@@ -952,11 +944,7 @@ def test_the_api_serves_with_clients_that_give_a_hung_redis_up(
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: [s.close() for s in sockets])
     monkeypatch.setenv("STATSWORKER_REDIS_URL", REAL_REDIS_URL)
     monkeypatch.setattr(context, "_current", None)
-    cli.get_settings.cache_clear()
-    try:
-        assert cli.main(["api", "--port", "0"]) == 0
-    finally:
-        cli.get_settings.cache_clear()
+    assert main_afresh(["api", "--port", "0"]) == 0
     capsys.readouterr()
     served = context.get()
     for client in (served.state, served.raw):

@@ -319,6 +319,13 @@ def test_a_worker_that_stops_on_an_error_starts_again_and_a_burst_one_gives_up(
     assert refusals == [0] and conns.queue.count == 1
 
 
+def burst_command(conns: Connections, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``statsworker worker --burst`` run in this process on ``conns``; its exit code."""
+    context.set_current(conns)
+    monkeypatch.setattr(cli, "_connections", lambda: conns)
+    return cli.main(["worker", "--burst"])
+
+
 def test_a_burst_worker_says_what_it_did(
     rq_conns: Connections, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -326,9 +333,7 @@ def test_a_burst_worker_says_what_it_did(
     for _ in range(3):
         enqueue_one(conns)
     bad = conns.queue.enqueue_call("worker.jobs.no_such_function", result_ttl=0)
-    context.set_current(conns)
-    monkeypatch.setattr(cli, "_connections", lambda: conns)
-    assert cli.main(["worker", "--burst"]) == 0
+    assert burst_command(conns, monkeypatch) == 0
     told = capsys.readouterr().err.strip().splitlines()[-1]
     assert told == (
         "worker: queue drained; 3 job(s) applied by this worker; "
@@ -364,9 +369,7 @@ def test_a_burst_worker_runs_the_retries_its_queue_waits_for(
     now = dt.datetime.now(dt.UTC)
     overdue = conns.queue.enqueue_at(now - dt.timedelta(minutes=5), APPLY_BATCH, [], result_ttl=0)
     later = conns.queue.enqueue_at(now + dt.timedelta(hours=1), APPLY_BATCH, [], result_ttl=0)
-    context.set_current(conns)
-    monkeypatch.setattr(cli, "_connections", lambda: conns)
-    assert cli.main(["worker", "--burst"]) == 0
+    assert burst_command(conns, monkeypatch) == 0
     told = capsys.readouterr().err.strip().splitlines()[-1]
     assert told == (
         "worker: queue drained; 2 job(s) applied by this worker; 1 job(s) scheduled for later"
@@ -401,9 +404,7 @@ def test_a_burst_worker_whose_event_log_cannot_be_used_applies_the_queue_and_say
         rq_conns.settings.model_copy(update={"database_url": missing}), rq_conns.state, rq_conns.raw
     )
     enqueue_one(conns)
-    context.set_current(conns)
-    monkeypatch.setattr(cli, "_connections", lambda: conns)
-    assert cli.main(["worker", "--burst"]) == 3
+    assert burst_command(conns, monkeypatch) == 3
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     told = err.strip().splitlines()

@@ -23,6 +23,7 @@ import threading
 
 from events.publisher import Publisher
 from worker.connections import Connections
+from worker.errors import unreachable
 from worker.eventlog import EventLog, open_log, utcnow
 from worker.metrics import record_rejected
 
@@ -113,8 +114,6 @@ def sweep_once(conns: Connections, told: bool = True) -> str | None:
         recover_unqueued(conns)
         return None
     except Exception as exc:
-        from worker.cli import unreachable
-
         reason = unreachable(exc, conns.settings.redis_url, conns.settings.database_url)
         if reason is None:
             log.exception("sweeping the event log for unqueued events failed")
